@@ -1,0 +1,1 @@
+"""Execution: claiming, running and recording jobs; leases, heartbeats and rescue."""

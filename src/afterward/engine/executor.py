@@ -1,0 +1,241 @@
+"""Run one claimed job and record its outcome, fenced by the lease it was claimed with.
+
+Async tasks run on the calling event loop; sync tasks run in afterward's own bounded
+thread pool, never the web server's. Every outcome is stored: success with its JSON
+result, a failure with its traceback (retried with backoff while attempts remain, then
+discarded as a dead letter), a timeout, or an unknown task name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+import logging
+import threading
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from afterward._clock import Clock
+from afterward.errors import PayloadError, Retry
+from afterward.jobs import Job
+from afterward.registry import Registry, options_of
+from afterward.retry import RetryPolicy
+from afterward.serialization import Unstorable, coerce_arguments, decode_payload, dumps_value
+from afterward.storage.base import JobComplete, JobFail, Storage
+
+__all__ = ["Executor"]
+
+log = logging.getLogger("afterward.engine.executor")
+
+
+class _Timeout(Exception):
+    pass
+
+
+class Executor:
+    """Runs jobs for one lease owner and keeps the set of leases it holds."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        registry: Registry,
+        clock: Clock,
+        *,
+        owner: str,
+        retry: RetryPolicy,
+        lease_seconds: float,
+        sync_threads: int,
+    ) -> None:
+        self.storage = storage
+        self.registry = registry
+        self.clock = clock
+        self.owner = owner
+        self.retry = retry
+        self.lease_seconds = lease_seconds
+        self._pool = ThreadPoolExecutor(sync_threads, thread_name_prefix="afterward-task")
+        self._held: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    # -- leases held by this owner --------------------------------------------------------
+
+    def hold(self, job: Job) -> None:
+        """Track ``job``'s lease so heartbeats keep it alive."""
+        with self._lock:
+            self._held[job.id] = job.lease_token
+
+    def drop(self, job_id: str) -> None:
+        """Stop tracking a lease."""
+        with self._lock:
+            self._held.pop(job_id, None)
+
+    def held(self) -> list[tuple[str, int]]:
+        """The (job id, lease token) pairs this owner holds."""
+        with self._lock:
+            return list(self._held.items())
+
+    def shutdown(self) -> None:
+        """Stop the sync thread pool (running sync tasks finish in the background)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def in_pool(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` in afterward's own thread pool (never the web server's)."""
+        ctx = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(self._pool, ctx.run, fn)
+
+    # -- running ----------------------------------------------------------------------------
+
+    async def run(self, job: Job, *, continue_chain: bool = True) -> Job | None:
+        """Run ``job`` (already claimed by this owner) and store the outcome.
+
+        Returns the next step of its chain when it succeeded and ``continue_chain`` asked
+        to claim that step for this owner.
+        """
+        self.hold(job)
+        try:
+            return await self._run(job, continue_chain)
+        finally:
+            self.drop(job.id)
+
+    async def _run(self, job: Job, continue_chain: bool) -> Job | None:
+        func = self.registry.resolve(job.task)
+        policy = self.retry
+        if func is None:
+            error = _error(
+                job,
+                f"unknown task {job.task!r}: this worker has no such function registered; "
+                "import its module in the worker's application or decorate it with @task",
+                None,
+            )
+            return await self._failed(job, error, policy, None)
+        opts = options_of(func)
+        if opts is not None and opts.retry is not None:
+            policy = opts.retry
+        try:
+            args, kwargs = decode_payload(job.payload)
+            args, kwargs = coerce_arguments(func, args, kwargs)
+            result = await self._call(func, args, kwargs, job.timeout)
+        except Retry as signal:
+            return await self._failed(job, _error(job, signal.reason, None), policy, signal.delay)
+        except _Timeout:
+            error = _error(job, f"timed out after {job.timeout:g}s", None)
+            return await self._failed(job, error, policy, None)
+        except asyncio.CancelledError:
+            # Shutdown ran out of grace: the attempt counts, and it is retried at once.
+            error = _error(job, "interrupted: the worker shut down while it ran", None)
+            await self._record_fail(job, error, retry_at=self.clock.now())
+            raise
+        except Exception as e:
+            return await self._failed(job, _error(job, repr(e), e), policy, None)
+        return await self._completed(job, result, continue_chain)
+
+    async def _call(
+        self, func: Any, args: list[Any], kwargs: dict[str, Any], timeout: float | None
+    ) -> Any:
+        if _is_async(func):
+            coro = func(*args, **kwargs)
+            if timeout is None:
+                return await coro
+            try:
+                return await asyncio.wait_for(coro, timeout)
+            except TimeoutError:
+                raise _Timeout from None
+        ctx = contextvars.copy_context()
+        call = functools.partial(ctx.run, func, *args, **kwargs)
+        fut = asyncio.get_running_loop().run_in_executor(self._pool, call)
+        if timeout is None:
+            return await fut
+        try:
+            # A thread cannot be stopped: the attempt is recorded as timed out and the
+            # function's own thread finishes whenever it does.
+            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except TimeoutError:
+            raise _Timeout from None
+
+    async def _completed(self, job: Job, result: Any, continue_chain: bool) -> Job | None:
+        try:
+            stored = (
+                dumps_value(result, where=f"the result of {job.task}")
+                if result is not None
+                else None
+            )
+        except (PayloadError, Unstorable) as e:
+            log.warning(
+                "job %s: result not stored (%s)",
+                job.id,
+                e,
+                extra={"action": "result", "job_id": job.id},
+            )
+            stored = None
+        now = self.clock.now()
+        ok, nxt = await self.storage.job_complete(
+            JobComplete(
+                job.id,
+                job.lease_token,
+                now,
+                stored,
+                next_owner=self.owner if continue_chain else None,
+                next_lease_expires_at=now + self.lease_seconds,
+            )
+        )
+        if not ok:
+            _lost(job, "completed")
+        return nxt
+
+    async def _failed(
+        self, job: Job, error: dict[str, Any], policy: RetryPolicy, delay: float | None
+    ) -> Job | None:
+        now = self.clock.now()
+        retry_at = None
+        if job.attempt < job.max_attempts:
+            retry_at = now + (delay if delay is not None else policy.delay(job.attempt))
+        level = logging.INFO if retry_at is not None else logging.ERROR
+        log.log(
+            level,
+            "job %s (%s) attempt %d/%d failed: %s%s",
+            job.id,
+            job.task,
+            job.attempt,
+            job.max_attempts,
+            error["error"],
+            f"; retry in {retry_at - now:.1f}s" if retry_at is not None else "; discarded",
+            extra={"action": "retry" if retry_at else "discard", "job_id": job.id},
+        )
+        await self._record_fail(job, error, retry_at)
+        return None
+
+    async def _record_fail(self, job: Job, error: dict[str, Any], retry_at: float | None) -> None:
+        now = self.clock.now()
+        ok = await self.storage.job_fail(
+            JobFail(job.id, job.lease_token, now, {**error, "at": now}, retry_at=retry_at)
+        )
+        if not ok:
+            _lost(job, "failed")
+
+
+def _is_async(func: Any) -> bool:
+    while isinstance(func, functools.partial):
+        func = func.func
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
+        getattr(func, "__call__", None)  # noqa: B004 - callable objects with async __call__
+    )
+
+
+def _error(job: Job, message: str, exc: BaseException | None) -> dict[str, Any]:
+    err: dict[str, Any] = {"error": message, "attempt": job.attempt}
+    if exc is not None:
+        err["type"] = type(exc).__qualname__
+        err["traceback"] = "".join(traceback.format_exception(exc))
+    return err
+
+
+def _lost(job: Job, outcome: str) -> None:
+    log.warning(
+        "job %s %s, but its lease moved to another worker; that worker's outcome stands",
+        job.id,
+        outcome,
+        extra={"action": "lease_lost", "job_id": job.id},
+    )

@@ -1,0 +1,1 @@
+"""Adapters: the Starlette and FastAPI drop-ins."""

@@ -1,0 +1,63 @@
+"""The FastAPI drop-in: ``BackgroundTasks`` as an injectable dependency.
+
+FastAPI injects its *own* ``fastapi.BackgroundTasks`` for any parameter annotated with a
+subclass of Starlette's class, so a plain subclass would silently run in memory. Here
+``BackgroundTasks`` is ``Annotated[<afterward class>, Depends(...)]``: FastAPI calls our
+provider instead (one instance per request, shared by the endpoint and its dependencies),
+the name still constructs the class when called, and nothing is added to OpenAPI.
+
+The provider is a function-scoped yield dependency: when the endpoint returns, its tasks
+are stored before FastAPI builds and sends the response; when the endpoint raises, they
+are dropped (FastAPI parity). A request-scoped dependency runs them after the response
+when the app has no afterward middleware.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Annotated, TypeAlias
+
+from fastapi import Depends, Request
+
+from afterward.integrations.starlette import (
+    SCOPE_KEY,
+    RequestTasks,
+    _current,
+    afterward_for,
+)
+from afterward.integrations.starlette import BackgroundTasks as _Tasks
+
+__all__ = ["BackgroundTasks"]
+
+
+async def _request_tasks(request: Request) -> AsyncIterator[RequestTasks]:
+    rt = request.scope.get(SCOPE_KEY)
+    if isinstance(rt, RequestTasks):  # the middleware owns this request's tasks
+        yield rt
+        return
+    rt = RequestTasks(afterward_for(request.app))
+    request.scope[SCOPE_KEY] = rt
+    _current.set(rt)
+    yield rt
+    await rt.finish()  # request scope: runs after the response was sent
+
+
+async def _background_tasks(
+    rt: Annotated[RequestTasks, Depends(_request_tasks, scope="request")],
+) -> AsyncIterator[_Tasks]:
+    tasks = _Tasks(afterward=rt.afterward)
+    if tasks._group.request is None:
+        tasks._group.request = rt
+        rt.groups.append(tasks._group)
+    try:
+        yield tasks
+    except BaseException:
+        tasks._abandon()
+        raise
+    await rt.store()  # function scope: before the response is built and sent
+
+
+if TYPE_CHECKING:
+    BackgroundTasks: TypeAlias = _Tasks
+else:
+    BackgroundTasks = Annotated[_Tasks, Depends(_background_tasks, scope="function")]

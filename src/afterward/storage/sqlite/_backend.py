@@ -1,0 +1,408 @@
+"""SQLite storage: WAL mode, one I/O thread per database, group commit.
+
+Durability: ``synchronous=NORMAL`` (the default) survives the process being killed at
+any point, ``kill -9`` included; a power loss or OS crash may lose the last transactions.
+``durability=full`` (``synchronous=FULL``) also survives power loss, at the cost of an
+fsync per commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from afterward.jobs import Job, JobState, NewJob
+from afterward.storage._named_sql import load_migrations, load_queries
+from afterward.storage.base import (
+    JobCancel,
+    JobClaim,
+    JobComplete,
+    JobFail,
+    JobHeartbeat,
+    JobRelease,
+    JobsList,
+    JobsPrune,
+    JobsRescue,
+    RescueResult,
+    Storage,
+)
+from afterward.storage.sqlite._writer import Op, Writer
+
+__all__ = ["SQLiteStorage"]
+
+Q = load_queries("afterward.storage.sqlite", "queries.sql")
+_MIGRATIONS = load_migrations("afterward.storage.sqlite.migrations")
+_S = JobState
+
+
+def _row_to_job(row: sqlite3.Row) -> Job:
+    return Job(
+        id=row["id"],
+        task=row["task"],
+        payload=row["payload"],
+        state=_S(row["state"]),
+        queue=row["queue"],
+        priority=row["priority"],
+        attempt=row["attempt"],
+        max_attempts=row["max_attempts"],
+        timeout=row["timeout"],
+        run_at=row["run_at"],
+        created_at=row["created_at"],
+        attempted_at=row["attempted_at"],
+        finished_at=row["finished_at"],
+        lease_owner=row["lease_owner"],
+        lease_token=row["lease_token"],
+        lease_expires_at=row["lease_expires_at"],
+        chain_next=row["chain_next"],
+        errors=tuple(json.loads(row["errors"])),
+        result=row["result"],
+    )
+
+
+def _dumps(error: dict[str, Any]) -> str:
+    return json.dumps(error, ensure_ascii=False, default=str)
+
+
+class SQLiteStorage(Storage):
+    """Jobs in one SQLite file shared by any number of processes on this host."""
+
+    scheme = "sqlite"
+
+    def __init__(self, path: str, *, durability: str = "normal", busy_timeout: float = 5.0) -> None:
+        self.path = path
+        self.durability = durability
+        self.busy_timeout = busy_timeout
+        self._writer: Writer | None = None
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        directory = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(directory, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {'FULL' if self.durability == 'full' else 'NORMAL'}")
+        conn.execute("PRAGMA temp_store = MEMORY")
+        self._migrate(conn)
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS afterward_migrations "
+            "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+        )
+        done = {r[0] for r in conn.execute("SELECT version FROM afterward_migrations")}
+        pending = [m for m in _MIGRATIONS if m[0] not in done]
+        if not pending:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Another process may have migrated while this one waited for the lock.
+            done = {r[0] for r in conn.execute("SELECT version FROM afterward_migrations")}
+            for version, name, sql in pending:
+                if version in done:
+                    continue
+                for statement in sql.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO afterward_migrations VALUES (?, ?, ?)",
+                    (version, name, time.time()),
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _w(self) -> Writer:
+        if self._writer is None:
+            self._writer = Writer(self._connect, f"afterward-sqlite:{os.path.basename(self.path)}")
+        return self._writer
+
+    async def _run(self, op: Op, *, write: bool = True) -> Any:
+        return await asyncio.wrap_future(self._w().submit(op, write=write))
+
+    def call_sync(self, method: str, *args: Any) -> Any:
+        """Run a contract method on the I/O thread and wait, without an event loop."""
+        op, write = getattr(self, "_op_" + method)(*args)
+        return self._w().submit(op, write=write).result()
+
+    async def _call(self, method: str, *args: Any) -> Any:
+        op, write = getattr(self, "_op_" + method)(*args)
+        return await self._run(op, write=write)
+
+    async def open(self) -> None:
+        """Start the I/O thread and migrate the file."""
+        await asyncio.to_thread(self._w)
+
+    async def close(self) -> None:
+        """Commit what is queued and stop the I/O thread."""
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            await asyncio.to_thread(writer.close)
+
+    def close_sync(self) -> None:
+        """``close`` for synchronous callers."""
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            writer.close()
+
+    # -- operations: each returns (function run on the I/O thread, whether it writes) -----
+
+    def _op_job_insert_many(self, jobs: Sequence[NewJob], now: float) -> tuple[Op, bool]:
+        rows = [
+            {
+                "id": n.id,
+                "queue": n.queue,
+                "task": n.task,
+                "payload": n.payload,
+                "state": "running"
+                if n.owner is not None
+                else "scheduled"
+                if n.run_at is None or n.run_at > now
+                else "available",
+                "priority": n.priority,
+                "attempt": 1 if n.owner is not None else 0,
+                "max_attempts": n.max_attempts,
+                "timeout": n.timeout,
+                "run_at": n.run_at,
+                "now": now,
+                "attempted_at": now if n.owner is not None else None,
+                "owner": n.owner,
+                "token": 1 if n.owner is not None else 0,
+                "lease_expires_at": n.lease_expires_at if n.owner is not None else None,
+                "chain_next": n.chain_next,
+            }
+            for n in jobs
+        ]
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.executemany(Q["job_insert"], rows)
+
+        return op, True
+
+    def _op_job_claim(self, p: JobClaim) -> tuple[Op, bool]:
+        args = {
+            "now": p.now,
+            "owner": p.owner,
+            "expires": p.lease_expires_at,
+            "limit": p.limit,
+            "queues": json.dumps(list(p.queues)) if p.queues is not None else None,
+        }
+
+        def op(conn: sqlite3.Connection) -> list[Job]:
+            jobs = [_row_to_job(r) for r in conn.execute(Q["job_claim"], args)]
+            jobs.sort(key=lambda j: (-j.priority, j.run_at or 0, j.id))
+            return jobs
+
+        return op, True
+
+    def _op_job_complete(self, p: JobComplete) -> tuple[Op, bool]:
+        def op(conn: sqlite3.Connection) -> tuple[bool, Job | None]:
+            row = conn.execute(
+                Q["job_complete"], {"id": p.id, "token": p.token, "now": p.now, "result": p.result}
+            ).fetchone()
+            if row is None:
+                return False, None
+            nxt = row[0]
+            if nxt is None:
+                return True, None
+            if p.next_owner is None:
+                conn.execute(Q["chain_release"], {"id": nxt, "now": p.now})
+                return True, None
+            claimed = conn.execute(
+                Q["chain_claim"],
+                {
+                    "id": nxt,
+                    "now": p.now,
+                    "owner": p.next_owner,
+                    "expires": p.next_lease_expires_at or p.now,
+                },
+            ).fetchone()
+            return True, _row_to_job(claimed) if claimed is not None else None
+
+        return op, True
+
+    @staticmethod
+    def _cancel_chain(conn: sqlite3.Connection, nxt: str | None, now: float, reason: str) -> None:
+        while nxt:
+            row = conn.execute(
+                Q["chain_cancel_step"],
+                {"id": nxt, "now": now, "error": _dumps({"error": reason, "at": now})},
+            ).fetchone()
+            nxt = row[0] if row is not None else None
+
+    def _fail(self, conn: sqlite3.Connection, p: JobFail) -> bool:
+        args = {"id": p.id, "token": p.token, "now": p.now, "error": _dumps(p.error)}
+        if p.retry_at is not None:
+            cur = conn.execute(Q["job_retry"], {**args, "retry_at": p.retry_at})
+            return cur.rowcount == 1
+        row = conn.execute(Q["job_end_failed"], {**args, "state": p.final_state.value}).fetchone()
+        if row is None:
+            return False
+        reason = f"cancelled: chain step {p.id} ended {p.final_state.value}"
+        self._cancel_chain(conn, row[0], p.now, reason)
+        return True
+
+    def _op_job_fail(self, p: JobFail) -> tuple[Op, bool]:
+        return (lambda conn: self._fail(conn, p)), True
+
+    def _op_job_release(self, p: JobRelease) -> tuple[Op, bool]:
+        def op(conn: sqlite3.Connection) -> bool:
+            args = {"id": p.id, "token": p.token, "now": p.now}
+            return conn.execute(Q["job_release"], args).rowcount == 1
+
+        return op, True
+
+    def _op_job_heartbeat(self, p: JobHeartbeat) -> tuple[Op, bool]:
+        def op(conn: sqlite3.Connection) -> set[str]:
+            held = set()
+            for job_id, token in p.leases:
+                row = conn.execute(
+                    Q["job_heartbeat"],
+                    {"id": job_id, "token": token, "owner": p.owner, "expires": p.lease_expires_at},
+                ).fetchone()
+                if row is not None:
+                    held.add(job_id)
+            return held
+
+        return op, True
+
+    def _op_jobs_rescue(self, p: JobsRescue) -> tuple[Op, bool]:
+        dead = json.dumps(list(p.dead_owners))
+
+        def op(conn: sqlite3.Connection) -> RescueResult:
+            out = RescueResult()
+            lost = conn.execute(
+                Q["jobs_lost"], {"now": p.now, "dead": dead, "limit": p.limit}
+            ).fetchall()
+            for row in lost:
+                why = "worker died" if row["owner_dead"] else "lease expired"
+                error = {
+                    "error": f"{why}: owner {row['lease_owner']} stopped while running "
+                    f"attempt {row['attempt']}",
+                    "at": p.now,
+                    "attempt": row["attempt"],
+                }
+                retry = row["attempt"] < row["max_attempts"]
+                fail = JobFail(
+                    row["id"], row["lease_token"], p.now, error, retry_at=p.now if retry else None
+                )
+                if self._fail(conn, fail):
+                    (out.retried if retry else out.discarded).append(row["id"])
+            return out
+
+        return op, True
+
+    def _op_job_cancel(self, p: JobCancel) -> tuple[Op, bool]:
+        def op(conn: sqlite3.Connection) -> bool:
+            error = _dumps({"error": p.reason, "at": p.now})
+            row = conn.execute(
+                Q["job_cancel"], {"id": p.id, "now": p.now, "error": error}
+            ).fetchone()
+            if row is None:
+                return False
+            self._cancel_chain(conn, row[0], p.now, f"cancelled: chain step {p.id} was cancelled")
+            return True
+
+        return op, True
+
+    def _op_job_get(self, job_id: str) -> tuple[Op, bool]:
+        def op(conn: sqlite3.Connection) -> Job | None:
+            row = conn.execute(Q["job_get"], {"id": job_id}).fetchone()
+            return _row_to_job(row) if row is not None else None
+
+        return op, False
+
+    def _op_jobs_list(self, p: JobsList) -> tuple[Op, bool]:
+        args = {
+            "states": json.dumps([s.value for s in p.states]) if p.states else None,
+            "queue": p.queue,
+            "limit": p.limit,
+        }
+        return (lambda conn: [_row_to_job(r) for r in conn.execute(Q["jobs_list"], args)]), False
+
+    def _op_jobs_count(self) -> tuple[Op, bool]:
+        def op(conn: sqlite3.Connection) -> dict[JobState, int]:
+            counts = dict.fromkeys(JobState, 0)
+            for state, n in conn.execute(Q["jobs_count"]):
+                counts[_S(state)] = n
+            return counts
+
+        return op, False
+
+    def _op_jobs_prune(self, p: JobsPrune) -> tuple[Op, bool]:
+        states = ["completed", "cancelled"] + (["discarded"] if p.include_discarded else [])
+        args = {"states": json.dumps(states), "before": p.finished_before, "limit": p.limit}
+        return (lambda conn: conn.execute(Q["jobs_prune"], args).rowcount), True
+
+    def _op_job_delete(self, job_id: str) -> tuple[Op, bool]:
+        return (lambda conn: conn.execute(Q["job_delete"], {"id": job_id}).rowcount == 1), True
+
+    def _op_owners_running(self) -> tuple[Op, bool]:
+        return (lambda conn: [r[0] for r in conn.execute(Q["owners_running"])]), False
+
+    # -- the contract ---------------------------------------------------------------------
+
+    async def job_insert_many(self, jobs: Sequence[NewJob], now: float) -> None:
+        """See ``Storage.job_insert_many``."""
+        await self._call("job_insert_many", jobs, now)
+
+    async def job_claim(self, params: JobClaim) -> list[Job]:
+        """See ``Storage.job_claim``."""
+        return await self._call("job_claim", params)  # type: ignore[no-any-return]
+
+    async def job_complete(self, params: JobComplete) -> tuple[bool, Job | None]:
+        """See ``Storage.job_complete``."""
+        return await self._call("job_complete", params)  # type: ignore[no-any-return]
+
+    async def job_fail(self, params: JobFail) -> bool:
+        """See ``Storage.job_fail``."""
+        return await self._call("job_fail", params)  # type: ignore[no-any-return]
+
+    async def job_release(self, params: JobRelease) -> bool:
+        """See ``Storage.job_release``."""
+        return await self._call("job_release", params)  # type: ignore[no-any-return]
+
+    async def job_heartbeat(self, params: JobHeartbeat) -> set[str]:
+        """See ``Storage.job_heartbeat``."""
+        return await self._call("job_heartbeat", params)  # type: ignore[no-any-return]
+
+    async def jobs_rescue(self, params: JobsRescue) -> RescueResult:
+        """See ``Storage.jobs_rescue``."""
+        return await self._call("jobs_rescue", params)  # type: ignore[no-any-return]
+
+    async def job_cancel(self, params: JobCancel) -> bool:
+        """See ``Storage.job_cancel``."""
+        return await self._call("job_cancel", params)  # type: ignore[no-any-return]
+
+    async def job_get(self, job_id: str) -> Job | None:
+        """See ``Storage.job_get``."""
+        return await self._call("job_get", job_id)  # type: ignore[no-any-return]
+
+    async def jobs_list(self, params: JobsList) -> list[Job]:
+        """See ``Storage.jobs_list``."""
+        return await self._call("jobs_list", params)  # type: ignore[no-any-return]
+
+    async def jobs_count(self) -> dict[JobState, int]:
+        """See ``Storage.jobs_count``."""
+        return await self._call("jobs_count")  # type: ignore[no-any-return]
+
+    async def jobs_prune(self, params: JobsPrune) -> int:
+        """See ``Storage.jobs_prune``."""
+        return await self._call("jobs_prune", params)  # type: ignore[no-any-return]
+
+    async def job_delete(self, job_id: str) -> bool:
+        """See ``Storage.job_delete``."""
+        return await self._call("job_delete", job_id)  # type: ignore[no-any-return]
+
+    async def owners_running(self) -> list[str]:
+        """See ``Storage.owners_running``."""
+        return await self._call("owners_running")  # type: ignore[no-any-return]

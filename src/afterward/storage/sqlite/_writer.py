@@ -1,0 +1,153 @@
+"""One thread owns the SQLite connection and commits whatever is queued as one transaction.
+
+Concurrent requests, claims and completions that arrive while a transaction runs are
+committed together by the next one (group commit), so the per-call cost of a commit is
+shared. Each call runs inside its own savepoint, so one failing call does not undo the
+others in its batch. A caller learns its result only after COMMIT returned.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from afterward.errors import StorageError
+
+__all__ = ["Op", "Writer"]
+
+log = logging.getLogger("afterward.storage.sqlite")
+
+Op = Callable[[sqlite3.Connection], Any]
+_STOP = object()
+_MAX_BATCH = 1024
+#: How long a batch keeps retrying when other processes hold the write lock.
+_LOCKED_DEADLINE = 60.0
+
+
+class Writer:
+    """The I/O thread of one SQLite database file."""
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection], name: str) -> None:
+        self._connect = connect
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._ready = concurrent.futures.Future[None]()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+        self._ready.result()
+
+    def submit(self, op: Op, *, write: bool = True) -> concurrent.futures.Future[Any]:
+        """Queue ``op``; its future resolves after the transaction holding it committed."""
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._queue.put((op, write, fut))
+        return fut
+
+    def close(self) -> None:
+        """Finish queued calls, then close the connection and the thread."""
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            conn = self._connect()
+        except BaseException as e:
+            self._ready.set_exception(e)
+            return
+        self._ready.set_result(None)
+        try:
+            while True:
+                item = self._queue.get()
+                stop = item is _STOP
+                batch = [] if stop else [item]
+                while len(batch) < _MAX_BATCH:
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is _STOP:
+                        stop = True
+                        break
+                    batch.append(nxt)
+                if batch:
+                    self._execute(conn, batch)
+                if stop:
+                    return
+        finally:
+            conn.close()
+
+    def _begin(self, conn: sqlite3.Connection, write: bool) -> None:
+        deadline = time.monotonic() + _LOCKED_DEADLINE
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                return
+            except sqlite3.OperationalError as e:
+                # busy_timeout already waited; other processes keep the lock. Keep trying
+                # until the deadline rather than handing "database is locked" to a user.
+                if "locked" not in str(e) and "busy" not in str(e):
+                    raise
+                if time.monotonic() > deadline:
+                    raise StorageError(
+                        "the SQLite database stayed locked by other processes for "
+                        f"{_LOCKED_DEADLINE:.0f}s; check for a stuck process holding it"
+                    ) from e
+                time.sleep(0.005)
+
+    def _execute(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
+        write = any(w for _, w, _ in batch)
+        results: list[tuple[concurrent.futures.Future[Any], bool, Any]] = []
+        try:
+            self._begin(conn, write)
+            single = len(batch) == 1
+            for op, _, fut in batch:
+                if not fut.set_running_or_notify_cancel():
+                    continue
+                if single:
+                    results.append((fut, True, op(conn)))
+                    continue
+                conn.execute("SAVEPOINT op")
+                try:
+                    value = op(conn)
+                except Exception as e:
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    results.append((fut, False, e))
+                else:
+                    conn.execute("RELEASE op")
+                    results.append((fut, True, value))
+            conn.execute("COMMIT")
+        except BaseException as e:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:  # pragma: no cover - the connection is already broken
+                    log.exception("rollback failed", extra={"action": "rollback"})
+            err = e if isinstance(e, StorageError) else _wrap(e)
+            done = {id(f) for f, _, _ in results}
+            for fut, ok, value in results:
+                fut.set_exception(value if not ok else err)
+            for _, _, fut in batch:
+                if id(fut) not in done and fut.running():
+                    fut.set_exception(err)
+            if not isinstance(e, Exception):
+                raise
+            return
+        for fut, ok, value in results:
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+
+
+def _wrap(e: BaseException) -> BaseException:
+    if isinstance(e, sqlite3.Error):
+        err = StorageError(f"SQLite failed: {e}")
+        err.__cause__ = e
+        return err
+    return e

@@ -1,0 +1,122 @@
+-- name: job_insert --
+-- Store one new job (state and lease decided by the caller).
+INSERT INTO afterward_jobs (id, queue, task, payload, state, priority, attempt, max_attempts,
+    timeout, run_at, created_at, attempted_at, lease_owner, lease_token, lease_expires_at, chain_next)
+VALUES (:id, :queue, :task, :payload, :state, :priority, :attempt, :max_attempts,
+    :timeout, :run_at, :now, :attempted_at, :owner, :token, :lease_expires_at, :chain_next)
+
+-- name: job_claim --
+-- Claim the due jobs with the highest priority, oldest first: count an attempt, take a lease.
+UPDATE afterward_jobs
+SET state = 'running', attempt = attempt + 1, attempted_at = :now, lease_owner = :owner,
+    lease_token = lease_token + 1, lease_expires_at = :expires
+WHERE id IN (
+    SELECT id FROM afterward_jobs
+    WHERE state IN ('available', 'scheduled', 'retryable') AND run_at <= :now
+      AND (:queues IS NULL OR queue IN (SELECT value FROM json_each(:queues)))
+    ORDER BY priority DESC, run_at, id
+    LIMIT :limit)
+RETURNING *
+
+-- name: job_complete --
+-- Record success if the caller still holds the lease; returns the next chain step's id.
+UPDATE afterward_jobs
+SET state = 'completed', finished_at = :now, result = :result,
+    lease_owner = NULL, lease_expires_at = NULL
+WHERE id = :id AND state = 'running' AND lease_token = :token
+RETURNING chain_next
+
+-- name: chain_release --
+-- Make the next chain step available now that the step before it completed.
+UPDATE afterward_jobs SET state = 'available', run_at = :now
+WHERE id = :id AND state = 'scheduled' AND run_at IS NULL
+
+-- name: chain_claim --
+-- Claim the next chain step for the owner that ran the step before it.
+UPDATE afterward_jobs
+SET state = 'running', run_at = :now, attempt = attempt + 1, attempted_at = :now,
+    lease_owner = :owner, lease_token = lease_token + 1, lease_expires_at = :expires
+WHERE id = :id AND state = 'scheduled' AND run_at IS NULL
+RETURNING *
+
+-- name: job_retry --
+-- Record a failed attempt with attempts left: the job waits in retryable until retry_at.
+UPDATE afterward_jobs
+SET state = 'retryable', run_at = :retry_at, errors = json_insert(errors, '$[#]', json(:error)),
+    lease_owner = NULL, lease_expires_at = NULL
+WHERE id = :id AND state = 'running' AND lease_token = :token
+
+-- name: job_end_failed --
+-- Record a failed attempt that ends the job (discarded or cancelled); returns the next step.
+UPDATE afterward_jobs
+SET state = :state, finished_at = :now, errors = json_insert(errors, '$[#]', json(:error)),
+    lease_owner = NULL, lease_expires_at = NULL
+WHERE id = :id AND state = 'running' AND lease_token = :token
+RETURNING chain_next
+
+-- name: chain_cancel_step --
+-- Cancel one chain step that has not finished; returns the step after it.
+UPDATE afterward_jobs
+SET state = 'cancelled', finished_at = :now, errors = json_insert(errors, '$[#]', json(:error))
+WHERE id = :id AND state IN ('scheduled', 'available', 'retryable')
+RETURNING chain_next
+
+-- name: job_release --
+-- Give an unstarted claimed job back; the attempt it was charged is returned too.
+UPDATE afterward_jobs
+SET state = 'available', run_at = :now, attempt = max(attempt - 1, 0),
+    lease_owner = NULL, lease_expires_at = NULL
+WHERE id = :id AND state = 'running' AND lease_token = :token
+
+-- name: job_heartbeat --
+-- Extend one lease if this owner still holds it.
+UPDATE afterward_jobs SET lease_expires_at = :expires
+WHERE id = :id AND state = 'running' AND lease_token = :token AND lease_owner = :owner
+RETURNING id
+
+-- name: jobs_lost --
+-- Running jobs whose lease expired or whose owner is known to be dead.
+SELECT id, lease_token, attempt, max_attempts, lease_owner,
+       lease_owner IN (SELECT value FROM json_each(:dead)) AS owner_dead
+FROM afterward_jobs
+WHERE state = 'running'
+  AND (lease_expires_at < :now OR lease_owner IN (SELECT value FROM json_each(:dead)))
+LIMIT :limit
+
+-- name: job_cancel --
+-- Cancel a job that has not started; returns the next chain step.
+UPDATE afterward_jobs
+SET state = 'cancelled', finished_at = :now, errors = json_insert(errors, '$[#]', json(:error))
+WHERE id = :id AND state IN ('scheduled', 'available', 'retryable')
+RETURNING chain_next
+
+-- name: job_get --
+-- Read one job.
+SELECT * FROM afterward_jobs WHERE id = :id
+
+-- name: jobs_list --
+-- Read jobs, newest first, optionally of some states and one queue.
+SELECT * FROM afterward_jobs
+WHERE (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
+  AND (:queue IS NULL OR queue = :queue)
+ORDER BY created_at DESC, id DESC
+LIMIT :limit
+
+-- name: jobs_count --
+-- Count jobs by state.
+SELECT state, count(*) FROM afterward_jobs GROUP BY state
+
+-- name: jobs_prune --
+-- Delete jobs that finished before a time, in the given final states.
+DELETE FROM afterward_jobs WHERE id IN (
+    SELECT id FROM afterward_jobs
+    WHERE state IN (SELECT value FROM json_each(:states)) AND finished_at < :before
+    LIMIT :limit)
+
+-- name: job_delete --
+-- Delete one job unless it is running.
+DELETE FROM afterward_jobs WHERE id = :id AND state != 'running'
+
+-- name: owners_running --
+-- The distinct owners of running jobs.
+SELECT DISTINCT lease_owner FROM afterward_jobs WHERE state = 'running' AND lease_owner IS NOT NULL
