@@ -444,9 +444,11 @@ class Afterward:
                     if self._worker is worker:
                         self._worker = None
 
-    def lifespan(self, app: Any) -> contextlib.AbstractAsyncContextManager[Afterward]:
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Any) -> AsyncIterator[None]:
         """A Starlette/FastAPI lifespan: ``FastAPI(lifespan=tasks.lifespan)``."""
-        return self.running(app)
+        async with self.running(app):
+            yield
 
     def _ensure_worker(self) -> None:
         """Start a worker thread on first use when no worker runs in this process."""
