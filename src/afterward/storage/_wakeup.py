@@ -1,0 +1,96 @@
+"""Cross-process wake-up for one database on one host: a datagram per commit, not polling.
+
+Each listening worker binds a Unix datagram socket in a directory named after the database;
+a producer that committed new work sends one byte to every socket there. A full socket buffer
+means that worker is already awake, so nothing blocks; a socket nobody listens on any more
+(its process died) is removed by the next producer that finds it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import socket
+import tempfile
+import time
+from collections.abc import Callable
+
+__all__ = ["WakeChannel"]
+
+_REFRESH = 0.5  # seconds a producer trusts its list of listeners
+
+
+class WakeChannel:
+    """Wake-ups among the processes sharing one database file."""
+
+    def __init__(self, key: str) -> None:
+        digest = hashlib.sha1(key.encode(), usedforsecurity=False).hexdigest()[:16]
+        # Short on purpose: Unix socket paths are limited to 107 bytes.
+        self.directory = os.path.join(tempfile.gettempdir(), f"afterward-{os.getuid()}-{digest}")
+        self._sender: socket.socket | None = None
+        self._peers: list[str] = []
+        self._listed_at = 0.0
+
+    def notify(self) -> None:
+        """Wake every worker listening on this database; never blocks."""
+        now = time.monotonic()
+        if now - self._listed_at > _REFRESH:
+            try:
+                self._peers = [
+                    os.path.join(self.directory, n)
+                    for n in os.listdir(self.directory)
+                    if n.endswith(".sock")
+                ]
+            except FileNotFoundError:
+                self._peers = []
+            self._listed_at = now
+        if not self._peers:
+            return
+        if self._sender is None:
+            self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self._sender.setblocking(False)
+        for path in self._peers:
+            try:
+                self._sender.sendto(b"!", path)
+            except BlockingIOError:
+                pass  # its buffer is full of wake-ups it has not read: it is awake
+            except (ConnectionRefusedError, FileNotFoundError):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)  # its listener is gone
+                self._listed_at = 0.0
+            except OSError:
+                self._listed_at = 0.0
+
+    def listen(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` on the running loop at each wake-up; returns the stop function."""
+        loop = asyncio.get_running_loop()
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        path = os.path.join(self.directory, f"{os.getpid()}-{os.urandom(4).hex()}.sock")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        sock.bind(path)
+
+        def readable() -> None:
+            with contextlib.suppress(BlockingIOError, InterruptedError):
+                for _ in range(1024):
+                    sock.recv(64)
+            callback()
+
+        loop.add_reader(sock.fileno(), readable)
+
+        def stop() -> None:
+            with contextlib.suppress(Exception):
+                loop.remove_reader(sock.fileno())
+            sock.close()
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+        return stop
+
+    def close(self) -> None:
+        """Close the sending socket."""
+        if self._sender is not None:
+            self._sender.close()
+            self._sender = None
