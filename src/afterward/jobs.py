@@ -56,7 +56,6 @@ TRANSITIONS: frozenset[tuple[JobState, JobState]] = frozenset(
         (S.RUNNING, S.CANCELLED),
         (S.RETRYABLE, S.RUNNING),
         (S.RETRYABLE, S.CANCELLED),
-        (S.RETRYABLE, S.AVAILABLE),
     }
 )
 

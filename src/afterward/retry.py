@@ -25,7 +25,10 @@ class RetryPolicy:
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        raw = float(min(self.max_delay, self.base_delay * 2.0 ** max(0, attempt - 1)))
+        try:
+            raw = float(min(self.max_delay, self.base_delay * 2.0 ** max(0, attempt - 1)))
+        except OverflowError:  # attempt ~1025 and beyond: 2.0 ** n no longer fits a float
+            raw = float(self.max_delay)
         if self.jitter <= 0:
             return raw
         r = (rng or random).uniform(1 - self.jitter, 1 + self.jitter)

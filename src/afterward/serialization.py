@@ -126,7 +126,10 @@ def _enc_dict(v: Mapping[Any, Any]) -> dict[str, Any]:
             e.path.append(f"[{k!r}]")
             raise
     if _TAG in out:
-        return {_TAG: "dict", "v": out}
+        # A user dict that looks like a tag. Stored as pairs: the JSON decoder rebuilds
+        # objects innermost first, so a nested object would be read as a tag before
+        # the escape around it is seen.
+        return {_TAG: "dict", "v": [[k, item] for k, item in out.items()]}
     return out
 
 
@@ -254,7 +257,7 @@ def _hook(obj: dict[str, Any]) -> Any:
     if tag == "bytes":
         return base64.b64decode(v)
     if tag == "dict":
-        return v
+        return dict(v) if isinstance(v, list) else v
     return obj
 
 

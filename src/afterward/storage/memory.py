@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from afterward.errors import StorageError
 from afterward.jobs import Job, JobState, NewJob
 from afterward.storage.base import (
     JobCancel,
@@ -59,9 +60,12 @@ class MemoryStorage(Storage):
         return new
 
     def _job_insert_many(self, jobs: Sequence[NewJob], now: float) -> None:
+        seen: set[str] = set()
         for n in jobs:
-            if n.id in self._jobs:
-                raise ValueError(f"job id {n.id!r} already stored")
+            if n.id in self._jobs or n.id in seen:
+                # The same error SQLite's primary key gives, before anything is stored.
+                raise StorageError(f"job id {n.id!r} already stored")
+            seen.add(n.id)
         for n in jobs:
             claimed = n.owner is not None
             self._jobs[n.id] = Job(

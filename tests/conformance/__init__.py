@@ -1,0 +1,1 @@
+"""The storage contract suite: every backend must pass every test here."""

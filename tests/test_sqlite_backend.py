@@ -1,0 +1,216 @@
+"""SQLite specifics: WAL and the synchronous level on the real file, several processes
+enqueueing into one file at once, migrations applied once across processes, and URL
+errors that name the URL and the fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from afterward.errors import ConfigurationError
+from afterward.jobs import JobState
+from afterward.storage import storage_from_url
+from afterward.storage.base import JobsList
+from afterward.storage.sqlite import SQLiteStorage
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _open(url: str) -> Iterator[SQLiteStorage]:
+    storage = storage_from_url(url)
+    assert isinstance(storage, SQLiteStorage)
+    asyncio.run(storage.open())
+    try:
+        yield storage
+    finally:
+        storage.close_sync()
+
+
+def _own_pragma(storage: SQLiteStorage, name: str) -> object:
+    """A PRAGMA as the backend's own connection sees it (synchronous is per connection)."""
+    fut = storage._w().submit(
+        lambda conn: conn.execute(f"PRAGMA {name}").fetchone()[0], write=False
+    )
+    return fut.result(timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("query", "level"), [("", 1), ("?durability=normal", 1), ("?durability=full", 2)]
+)
+def test_wal_mode_and_synchronous_level_on_the_file(tmp_path: Path, query: str, level: int) -> None:
+    path = tmp_path / "jobs.db"
+    for storage in _open(f"sqlite:///{path}{query}"):
+        assert _own_pragma(storage, "synchronous") == level  # 1 = NORMAL, 2 = FULL
+        assert _own_pragma(storage, "busy_timeout") == 5000
+        with sqlite3.connect(path) as other:
+            # WAL is a property of the file: any other connection sees it.
+            assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert (tmp_path / "jobs.db-wal").exists() or path.exists()
+
+
+def test_busy_timeout_option_is_applied(tmp_path: Path) -> None:
+    for storage in _open(f"sqlite:///{tmp_path / 'b.db'}?busy_timeout=0.25"):
+        assert _own_pragma(storage, "busy_timeout") == 250
+
+
+def _python(code: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AFTERWARD_")}
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _start_together(procs: list[subprocess.Popen[str]], gate: Path, timeout: float = 60) -> None:
+    """Wait until every process reported ready (one file each), then open the gate."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready = sum(1 for _ in gate.parent.glob("ready-*"))
+        if ready == len(procs) or any(p.poll() is not None for p in procs):
+            break
+        time.sleep(0.01)
+    gate.write_text("go")
+
+
+GATE = """
+    import os, time
+    from pathlib import Path
+    gate = Path({gate!r})
+    Path(str(gate.parent / "ready-") + str(os.getpid())).write_text("ready")
+    deadline = time.monotonic() + 60
+    while not gate.exists() and time.monotonic() < deadline:
+        time.sleep(0.005)
+"""
+
+
+def test_four_processes_enqueue_into_one_file_at_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    gate = tmp_path / "go"
+    code = (
+        GATE.format(gate=str(gate))
+        + f"""
+    from afterward import Afterward
+
+    def deliver(n: int, who: str) -> None:
+        pass
+
+    app = Afterward({url!r}, worker="off")
+    for n in range(500):
+        app.enqueue(deliver, n, who=str(os.getpid()))
+    app.close()
+    print("ok", os.getpid())
+    """
+    )
+    procs = [_python(code) for _ in range(4)]
+    try:
+        _start_together(procs, gate)
+        outputs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+    for p, (out, err) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, err
+        assert out.startswith("ok"), (out, err)
+        assert "locked" not in err, err
+        assert "Traceback" not in err, err
+    with sqlite3.connect(tmp_path / "shared.db") as db:
+        rows = db.execute(
+            "SELECT count(*), count(DISTINCT id), count(DISTINCT payload) FROM afterward_jobs"
+        ).fetchone()
+        per_process = db.execute(
+            "SELECT count(*) FROM afterward_jobs GROUP BY json_extract(payload, '$.kwargs.who')"
+        ).fetchall()
+        states = {s for (s,) in db.execute("SELECT DISTINCT state FROM afterward_jobs")}
+    assert rows == (2000, 2000, 2000)
+    assert sorted(n for (n,) in per_process) == [500] * 4
+    assert states == {JobState.AVAILABLE.value}
+
+
+def test_migrations_apply_once_when_processes_open_a_new_file_together(tmp_path: Path) -> None:
+    db = tmp_path / "fresh.db"
+    gate = tmp_path / "go"
+    code = (
+        GATE.format(gate=str(gate))
+        + f"""
+    import asyncio
+    from afterward.storage import storage_from_url
+
+    storage = storage_from_url({"sqlite:///" + str(db)!r})
+    asyncio.run(storage.open())
+    storage.close_sync()
+    print("ok")
+    """
+    )
+    procs = [_python(code) for _ in range(4)]
+    try:
+        _start_together(procs, gate)
+        outputs = [p.communicate(timeout=60) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+    for p, (out, err) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, err
+        assert out.strip() == "ok", err
+    with sqlite3.connect(db) as conn:
+        applied = conn.execute(
+            "SELECT version, name, applied_at FROM afterward_migrations"
+        ).fetchall()
+    assert [v for v, _, _ in applied] == [1]
+    # Opening again, in this process, applies nothing new and keeps the table usable.
+    for storage in _open(f"sqlite:///{db}"):
+        assert asyncio.run(storage.jobs_list(JobsList())) == []
+    with sqlite3.connect(db) as conn:
+        assert (
+            conn.execute("SELECT version, name, applied_at FROM afterward_migrations").fetchall()
+            == applied
+        )
+
+
+def test_jobs_survive_closing_and_reopening_the_file(tmp_path: Path) -> None:
+    from afterward.jobs import NewJob
+
+    url = f"sqlite:///{tmp_path / 'keep.db'}"
+    for storage in _open(url):
+        asyncio.run(storage.job_insert_many([NewJob("a", "m:f", "{}", run_at=1.0)], 1.0))
+    for storage in _open(url):
+        job = asyncio.run(storage.job_get("a"))
+        assert job is not None
+        assert job.state is JobState.AVAILABLE
+
+
+@pytest.mark.parametrize(
+    ("url", "fix"),
+    [
+        ("sqlite://", "sqlite:///relative/path.db"),
+        ("sqlite://host/jobs.db", "sqlite:////absolute/path.db"),
+        ("postgres://localhost/jobs", "use sqlite:///path.db or memory://"),
+        ("jobs.db", "use sqlite:///path.db"),
+        ("sqlite:///jobs.db?durability=fast", "use 'normal'"),
+        ("sqlite:///jobs.db?busy_timeout=soon", "must be seconds"),
+        ("sqlite:///jobs.db?journal=off", "known: durability, busy_timeout"),
+    ],
+)
+def test_a_bad_url_names_the_url_and_the_fix(url: str, fix: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        storage_from_url(url)
+    message = str(info.value)
+    assert repr(url) in message, message
+    assert fix in message, message
