@@ -6,10 +6,10 @@ subclass of Starlette's class, so a plain subclass would silently run in memory.
 provider instead (one instance per request, shared by the endpoint and its dependencies),
 the name still constructs the class when called, and nothing is added to OpenAPI.
 
-The provider is a function-scoped yield dependency: when the endpoint returns, its tasks
-are stored before FastAPI builds and sends the response; when the endpoint raises, they
-are dropped (FastAPI parity). A request-scoped dependency runs them after the response
-when the app has no afterward middleware.
+The provider is a function-scoped yield dependency: when the endpoint raises, its tasks
+are dropped (FastAPI parity); when it returns, they are stored before FastAPI builds and
+sends the response (under the middleware, as the response starts). A request-scoped
+dependency runs them after the response when the app has no afterward middleware.
 """
 
 from __future__ import annotations
@@ -54,7 +54,12 @@ async def _background_tasks(
     except BaseException:
         tasks._abandon()
         raise
-    await rt.store()  # function scope: before the response is built and sent
+    if not rt.guarded:
+        # Function scope: stored before the response is built and sent. Under the
+        # middleware the response start stores them instead, so a storage failure is
+        # answered with its clean 500 rather than an exception the server must log and
+        # answer by closing the connection.
+        await rt.store()
 
 
 if TYPE_CHECKING:

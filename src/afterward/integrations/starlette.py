@@ -92,12 +92,14 @@ async def _run_unstored(afterward: Afterward, chain: list[PreparedCall]) -> None
 class RequestTasks:
     """Every task object created while one request was handled."""
 
-    __slots__ = ("afterward", "failed", "groups")
+    __slots__ = ("afterward", "failed", "groups", "guarded")
 
-    def __init__(self, afterward: Afterward) -> None:
+    def __init__(self, afterward: Afterward, *, guarded: bool = False) -> None:
         self.afterward = afterward
         self.groups: list[_Group] = []
         self.failed = False
+        #: The middleware stores these tasks as the response starts (and answers 500 if it cannot).
+        self.guarded = guarded
 
     def has_pending(self) -> bool:
         return any(g.pending and not g.abandoned for g in self.groups)
@@ -216,7 +218,7 @@ class AfterwardMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rt = RequestTasks(self.afterward or default_afterward())
+        rt = RequestTasks(self.afterward or default_afterward(), guarded=True)
         scope[SCOPE_KEY] = rt
         token = _current.set(rt)
         blocked = False
