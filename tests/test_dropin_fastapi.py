@@ -102,6 +102,15 @@ class Setup:
 MODES = ["zero-config", "lifespan", "install"]
 
 
+def _make_setup(
+    mode: str, default_app: Afterward, make_app: type[Afterward], tmp_path: Path
+) -> Setup:
+    if mode == "zero-config":
+        return Setup(mode, default_app, tmp_path / "jobs.db")
+    db = tmp_path / "explicit.db"
+    return Setup(mode, make_app(f"sqlite:///{db}"), db)
+
+
 @pytest.fixture(params=MODES)
 def setup(
     request: pytest.FixtureRequest,
@@ -109,11 +118,17 @@ def setup(
     make_app: type[Afterward],
     tmp_path: Path,
 ) -> Setup:
-    mode = str(request.param)
-    if mode == "zero-config":
-        return Setup(mode, default_app, tmp_path / "jobs.db")
-    db = tmp_path / "explicit.db"
-    return Setup(mode, make_app(f"sqlite:///{db}"), db)
+    """Each way of using afterward: import only, lifespan, install."""
+    return _make_setup(str(request.param), default_app, make_app, tmp_path)
+
+
+# Hand-made tasks are stored before the response starts only where the middleware runs
+# (README, caveats): these cases pair each source with the modes that promise it.
+STORE_CASES = [("zero-config", "parameter")] + [
+    (mode, source)
+    for mode in MODES[1:]
+    for source in ["parameter", "hand-made", "middleware", "handler"]
+]
 
 
 def rows(db: Path) -> list[tuple[str, str, str]]:
@@ -456,10 +471,11 @@ def spy_on_start(app: ASGIApp, db: Path, seen: list[list[tuple[str, str, str]]])
     return outer
 
 
-@pytest.mark.parametrize("source", ["parameter", "hand-made", "middleware", "handler"])
-def test_jobs_are_in_the_file_before_the_response_starts(setup: Setup, source: str) -> None:
-    if not setup.middleware and source != "parameter":
-        pytest.skip("without the middleware a hand-made task is stored when the response runs it")
+@pytest.mark.parametrize(("mode", "source"), STORE_CASES)
+def test_jobs_are_in_the_file_before_the_response_starts(
+    mode: str, source: str, default_app: Afterward, make_app: type[Afterward], tmp_path: Path
+) -> None:
+    setup = _make_setup(mode, default_app, make_app, tmp_path)
     app = setup.app()
 
     if source == "middleware":
@@ -511,10 +527,18 @@ def break_storage(db: Path, how: str) -> None:
 
 
 @pytest.mark.parametrize("how", BREAKS)
-@pytest.mark.parametrize("source", ["parameter", "hand-made"])
-def test_storage_failure_answers_5xx_and_runs_nothing(setup: Setup, how: str, source: str) -> None:
-    if not setup.middleware and source != "parameter":
-        pytest.skip("without the middleware a hand-made task is stored after the response")
+@pytest.mark.parametrize(
+    ("mode", "source"), [c for c in STORE_CASES if c[1] in ("parameter", "hand-made")]
+)
+def test_storage_failure_answers_5xx_and_runs_nothing(
+    mode: str,
+    source: str,
+    how: str,
+    default_app: Afterward,
+    make_app: type[Afterward],
+    tmp_path: Path,
+) -> None:
+    setup = _make_setup(mode, default_app, make_app, tmp_path)
     app = setup.app()
 
     @app.get("/ok")
