@@ -10,7 +10,7 @@ that every backend passes.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -207,6 +207,14 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def owners_running(self) -> list[str]:
         """The distinct owners of running jobs (for spotting dead processes on this host)."""
+
+    def listen(self, callback: Callable[[], None]) -> Callable[[], None] | None:
+        """Call ``callback`` on the running loop when another process stores new work.
+
+        Returns the function that stops listening, or None when the backend has no push
+        channel (workers then poll).
+        """
+        return None
 
     def call_sync(self, method: str, *args: Any) -> Any:
         """Run contract method ``method`` from synchronous code (outside any event loop).

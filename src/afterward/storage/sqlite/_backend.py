@@ -13,11 +13,12 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from afterward.jobs import Job, JobState, NewJob
 from afterward.storage._named_sql import load_migrations, load_queries
+from afterward.storage._wakeup import WakeChannel
 from afterward.storage.base import (
     JobCancel,
     JobClaim,
@@ -78,6 +79,7 @@ class SQLiteStorage(Storage):
         self.durability = durability
         self.busy_timeout = busy_timeout
         self._writer: Writer | None = None
+        self._wake = WakeChannel(os.path.realpath(path))
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -127,12 +129,15 @@ class SQLiteStorage(Storage):
         return self._writer
 
     async def _run(self, op: Op, *, write: bool = True) -> Any:
-        return await asyncio.wrap_future(self._w().submit(op, write=write))
+        return await self._w().submit_async(op, write=write)
 
     def call_sync(self, method: str, *args: Any) -> Any:
         """Run a contract method on the I/O thread and wait, without an event loop."""
         op, write = getattr(self, "_op_" + method)(*args)
-        return self._w().submit(op, write=write).result()
+        result = self._w().submit(op, write=write).result()
+        if method == "job_insert_many":
+            self._notify(*args)
+        return result
 
     async def _call(self, method: str, *args: Any) -> Any:
         op, write = getattr(self, "_op_" + method)(*args)
@@ -352,8 +357,18 @@ class SQLiteStorage(Storage):
     # -- the contract ---------------------------------------------------------------------
 
     async def job_insert_many(self, jobs: Sequence[NewJob], now: float) -> None:
-        """See ``Storage.job_insert_many``."""
+        """See ``Storage.job_insert_many``; wakes idle workers of other processes."""
         await self._call("job_insert_many", jobs, now)
+        self._notify(jobs, now)
+
+    def _notify(self, jobs: Sequence[NewJob], now: float) -> None:
+        # Jobs this process claimed at insert need nobody else; wake workers only for the rest.
+        if any(j.owner is None and j.run_at is not None and j.run_at <= now for j in jobs):
+            self._wake.notify()
+
+    def listen(self, callback: Callable[[], None]) -> Callable[[], None] | None:
+        """Wake-ups from other processes that stored work in this file."""
+        return self._wake.listen(callback)
 
     async def job_claim(self, params: JobClaim) -> list[Job]:
         """See ``Storage.job_claim``."""

@@ -8,6 +8,7 @@ others in its batch. A caller learns its result only after COMMIT returned.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import logging
 import queue
@@ -30,6 +31,53 @@ _MAX_BATCH = 1024
 _LOCKED_DEADLINE = 60.0
 
 
+class _LoopFuture:
+    """An asyncio future settled from the I/O thread: outcomes of one batch are handed to
+    each event loop in a single thread-safe call rather than one wake-up per call."""
+
+    __slots__ = ("fut", "loop", "outcome")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.fut: asyncio.Future[Any] = loop.create_future()
+        self.outcome: tuple[bool, Any] | None = None
+
+    def set_running_or_notify_cancel(self) -> bool:
+        return True
+
+    def running(self) -> bool:
+        return self.outcome is None
+
+    def set_result(self, value: Any) -> None:
+        self.outcome = (True, value)
+
+    def set_exception(self, error: BaseException) -> None:
+        self.outcome = (False, error)
+
+
+def _settle(items: list[_LoopFuture]) -> None:
+    for item in items:
+        if item.fut.done() or item.outcome is None:
+            continue
+        ok, value = item.outcome
+        if ok:
+            item.fut.set_result(value)
+        else:
+            item.fut.set_exception(value)
+
+
+def _hand_over(batch: list[Any]) -> None:
+    by_loop: dict[asyncio.AbstractEventLoop, list[_LoopFuture]] = {}
+    for _, _, target in batch:
+        if type(target) is _LoopFuture:
+            by_loop.setdefault(target.loop, []).append(target)
+    for loop, items in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle, items)
+        except RuntimeError:  # that loop closed; nobody is waiting any more
+            pass
+
+
 class Writer:
     """The I/O thread of one SQLite database file."""
 
@@ -46,6 +94,12 @@ class Writer:
         fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
         self._queue.put((op, write, fut))
         return fut
+
+    def submit_async(self, op: Op, *, write: bool = True) -> asyncio.Future[Any]:
+        """Queue ``op`` from a running event loop; await the returned future."""
+        target = _LoopFuture(asyncio.get_running_loop())
+        self._queue.put((op, write, target))
+        return target.fut
 
     def close(self) -> None:
         """Finish queued calls, then close the connection and the thread."""
@@ -76,6 +130,7 @@ class Writer:
                     batch.append(nxt)
                 if batch:
                     self._execute(conn, batch)
+                    _hand_over(batch)
                 if stop:
                     return
         finally:
