@@ -124,9 +124,13 @@ class Executor:
             error = _error(job, f"timed out after {job.timeout:g}s", None)
             return await self._failed(job, error, policy, None)
         except asyncio.CancelledError:
-            # Shutdown ran out of grace: the attempt counts, and it is retried at once.
+            # Shutdown ran out of grace: the attempt counts. It is retried at once if it was
+            # not the last one; otherwise it is discarded, as a rescued job would be, rather
+            # than run again past max_attempts.
             error = _error(job, "interrupted: the worker shut down while it ran", None)
-            await self._record_fail(job, error, retry_at=self.clock.now())
+            now = self.clock.now()
+            retry_at = now if job.attempt < job.max_attempts else None
+            await self._record_fail(job, error, retry_at=retry_at)
             raise
         except Exception as e:
             return await self._failed(job, _error(job, repr(e), e), policy, None)
