@@ -220,3 +220,31 @@ def test_stop_past_its_grace_on_the_last_attempt_discards_without_another_run(
     assert job is not None
     assert job.attempt == 1
     assert [w for w, k, _ in hold_log(tmp_path) if k == "k3"] == ["start"]
+
+
+@pytest.mark.slow
+def test_stop_past_its_grace_exits_and_hands_a_running_sync_task_back(
+    tmp_path: Path, procs: Processes, client: Afterward
+) -> None:
+    a = start_worker(procs, "worker-a", tmp_path, go=False, grace=0.2)
+    job_id = client.enqueue(hold, "k4").id
+    wait_started(tmp_path, "k4", a)
+
+    # The task's thread cannot be stopped: the worker must exit anyway once the grace is up.
+    stopping = time.monotonic()
+    a.signal(signal.SIGTERM)
+    assert a.popen.wait(10) == 0, a.output()
+    exited_after = time.monotonic() - stopping
+    assert "still running" in a.output()
+    job = client.get_job(job_id)
+    assert job is not None
+    assert job.state is JobState.RETRYABLE
+    assert job.attempt == 1
+    assert [e["error"] for e in job.errors] == ["interrupted: the worker shut down while it ran"]
+
+    b = start_worker(procs, "worker-b", tmp_path, go=True)
+    wait_for(lambda: completed(client, job_id), timeout=20, what="job completed by B")
+    assert client.result(job_id) == f"k4 by {b.pid}"
+    assert ("done", "k4", a.pid) not in hold_log(tmp_path)
+    assert b.stop() == 0, b.output()
+    print(f"\nworker with a stuck sync task exited {exited_after:.2f}s after SIGTERM")

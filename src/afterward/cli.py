@@ -16,6 +16,7 @@ import asyncio
 import importlib
 import json
 import logging
+import os
 import signal
 import sys
 from typing import Any
@@ -78,6 +79,29 @@ async def _run_worker(aw: Afterward, args: argparse.Namespace) -> None:
     await aw.storage.close()
 
 
+def _leave_stuck_threads(aw: Afterward, grace: float) -> None:
+    """Exit now even if sync tasks still run in threads past the grace period.
+
+    Their attempts are already recorded as interrupted and handed back, so another worker
+    may run them; waiting for the threads (as interpreter exit would) keeps a stopped
+    worker alive for as long as the task takes, perhaps forever.
+    """
+    busy = aw.executor.threads_busy()
+    if not busy:
+        return
+    logging.getLogger("afterward.cli").warning(
+        "%d sync task(s) still running %gs after the stop; exiting without them "
+        "(their attempts were recorded as interrupted)",
+        busy,
+        grace,
+        extra={"action": "stop"},
+    )
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def _job_dict(job: Job) -> dict[str, Any]:
     return {
         "id": job.id,
@@ -114,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         if args.command == "worker":
-            asyncio.run(_run_worker(load_target(args.target), args))
+            aw = load_target(args.target)
+            asyncio.run(_run_worker(aw, args))
+            _leave_stuck_threads(aw, args.grace)
             return 0
         aw = load_target(args.app) if args.app else default_afterward()
         if args.command == "job":

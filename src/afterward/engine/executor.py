@@ -59,6 +59,7 @@ class Executor:
         self._pool = ThreadPoolExecutor(sync_threads, thread_name_prefix="afterward-task")
         self._held: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._in_threads = 0
 
     # -- leases held by this owner --------------------------------------------------------
 
@@ -77,6 +78,20 @@ class Executor:
         with self._lock:
             return list(self._held.items())
 
+    def threads_busy(self) -> int:
+        """How many sync calls are still running in the pool (a thread cannot be stopped)."""
+        with self._lock:
+            return self._in_threads
+
+    def _counted(self, fn: Callable[[], Any]) -> Any:
+        with self._lock:
+            self._in_threads += 1
+        try:
+            return fn()
+        finally:
+            with self._lock:
+                self._in_threads -= 1
+
     def shutdown(self) -> None:
         """Stop the sync thread pool (running sync tasks finish in the background)."""
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -84,7 +99,8 @@ class Executor:
     async def in_pool(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` in afterward's own thread pool (never the web server's)."""
         ctx = contextvars.copy_context()
-        return await asyncio.get_running_loop().run_in_executor(self._pool, ctx.run, fn)
+        call = functools.partial(self._counted, functools.partial(ctx.run, fn))
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
 
     # -- running ----------------------------------------------------------------------------
 
@@ -148,7 +164,7 @@ class Executor:
             except TimeoutError:
                 raise _Timeout from None
         ctx = contextvars.copy_context()
-        call = functools.partial(ctx.run, func, *args, **kwargs)
+        call = functools.partial(self._counted, functools.partial(ctx.run, func, *args, **kwargs))
         fut = asyncio.get_running_loop().run_in_executor(self._pool, call)
         if timeout is None:
             return await fut
