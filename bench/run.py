@@ -1,0 +1,696 @@
+"""One command for the performance targets: afterward (default durable SQLite) beside plain
+FastAPI ``BackgroundTasks``, measured side by side in one run; prints a markdown table.
+
+    .venv/bin/python bench/run.py [--quick] [--reps 3] [--only http,queue,cost,rss]
+
+HTTP workloads: uvicorn (1 worker, uvloop + httptools, no access log) on 127.0.0.1 and a
+free port, one server per configuration, wrk -t1 -c32 (warm-up, then the measured run),
+configurations in rotated order between repeats; ratios are taken within one repeat.
+Queue workloads: a fresh SQLite file per phase; 2 ``afterward worker`` processes started
+after the queue is filled; rates from per-task probe lines in /dev/shm.
+Every wait is bounded; only processes started here are signalled (by their own group).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / "bench" / "workloads"
+BIN = ROOT / ".venv" / "bin"
+PY = str(BIN / "python")
+PROBE = f"/dev/shm/afterward_bench_{os.getpid()}"
+TMP = Path(tempfile.mkdtemp(prefix="afterward_bench_"))
+LOG_DIR = TMP / "logs"
+
+
+def log(*a: object) -> None:
+    print(time.strftime("%H:%M:%S"), *a, file=sys.stderr, flush=True)
+
+
+def env_for(db: Path) -> dict[str, str]:
+    return dict(
+        os.environ,
+        AFTERWARD_URL=f"sqlite:///{db}",
+        BENCH_PROBE=PROBE,
+        PYTHONPATH=str(WORK),
+        PYTHONUNBUFFERED="1",
+    )
+
+
+def new_db(tag: str) -> Path:
+    d = TMP / f"{tag}_{time.monotonic_ns()}"
+    d.mkdir()
+    return d / "afterward.db"
+
+
+def pct(xs: list[float], q: float) -> float | None:
+    xs = sorted(xs)
+    if not xs:
+        return None
+    k = (len(xs) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+
+
+def stop_group(p: subprocess.Popen[Any], grace: float = 8.0) -> None:
+    """SIGTERM the process group we started, SIGKILL what is left after ``grace``."""
+    try:
+        os.killpg(p.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    try:
+        p.wait(grace)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        p.wait(5)
+    except subprocess.TimeoutExpired:
+        log("process", p.pid, "did not exit after SIGKILL")
+
+
+# -- queue workloads ---------------------------------------------------------------------
+
+
+def produce(db: Path, *args: str, timeout: float = 900) -> dict[str, Any]:
+    cmd = [PY, str(WORK / "producer.py"), *args]
+    r = subprocess.run(cmd, env=env_for(db), capture_output=True, text=True, timeout=timeout)
+    try:
+        out: dict[str, Any] = json.loads(r.stdout.strip().splitlines()[-1])
+        return out
+    except (IndexError, ValueError):
+        return {"error": (r.stderr or r.stdout)[-800:]}
+
+
+def start_workers(db: Path, tag: str, n: int = 2) -> list[subprocess.Popen[Any]]:
+    LOG_DIR.mkdir(exist_ok=True)
+    cmd = [
+        str(BIN / "afterward"),
+        "worker",
+        "qtasks:tasks",
+        "--poll",
+        "0.01",
+        "--concurrency",
+        "32",
+    ]
+    procs = []
+    for i in range(n):
+        f = open(LOG_DIR / f"{tag}_{i}.log", "w")  # noqa: SIM115 - closed with the process
+        procs.append(
+            subprocess.Popen(
+                cmd,
+                cwd=WORK,
+                env=env_for(db),
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
+    return procs
+
+
+def probe_count() -> int:
+    with open(PROBE, "rb") as f:
+        return f.read().count(b"\n")
+
+
+def wait_lines(
+    n: int, cap: float, procs: list[subprocess.Popen[Any]], tick: Callable[[], None] | None = None
+) -> tuple[int, bool]:
+    end = time.monotonic() + cap
+    while time.monotonic() < end:
+        c = probe_count()
+        if c >= n:
+            return c, False
+        if all(p.poll() is not None for p in procs):
+            break
+        if tick is not None:
+            tick()
+        time.sleep(0.05)
+    return probe_count(), True
+
+
+def read_probe() -> list[tuple[float, float, float]]:
+    rows = []
+    with open(PROBE) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 3:
+                rows.append((float(parts[0]), float(parts[1]), float(parts[2])))
+    return rows
+
+
+def reset_probe() -> None:
+    open(PROBE, "w").close()
+
+
+def drain_phase(n: int, fn: str, cap: float, tag: str) -> dict[str, Any]:
+    """Fill a fresh queue with ``n`` jobs, then start 2 workers and time the drain."""
+    db = new_db(tag)
+    reset_probe()
+    fill = produce(db, "bulk", str(n), "--fn", fn)
+    if "error" in fill:
+        return fill
+    t_launch = time.time()
+    procs = start_workers(db, tag)
+    try:
+        _, capped = wait_lines(n + 1, cap, procs)  # +1: the producer's warm-up job
+    finally:
+        for p in procs:
+            stop_group(p)
+    rows = read_probe()
+    if not rows:
+        return {"error": "no task completed", "capped": True}
+    first, last = min(r[1] for r in rows), max(r[2] for r in rows)
+    return {
+        "done": len(rows) - 1,
+        "capped": capped,
+        "rate": len(rows) / max(last - first, 1e-9),
+        "startup_s": first - t_launch,
+    }
+
+
+def latency_phase(n: int, interval: float, tag: str) -> dict[str, Any]:
+    db = new_db(tag)
+    reset_probe()
+    warm = produce(db, "seq", "10")  # creates the schema, gives the workers something to do
+    if "error" in warm:
+        return warm
+    procs = start_workers(db, tag)
+    try:
+        c, capped = wait_lines(11, 60, procs)
+        if capped:
+            return {"error": f"workers not ready ({c}/11 warm-up tasks ran)"}
+        time.sleep(0.5)  # let both workers settle into their idle poll
+        r = produce(db, "paced", str(n), "--interval", str(interval))
+        wait_lines(11 + n + 1, 30, procs)
+    finally:
+        for p in procs:
+            stop_group(p)
+    lat = [(r_[1] - r_[0]) * 1000 for r_ in read_probe() if r_[0] > 0]
+    return {"count": len(lat), "p50_ms": pct(lat, 0.5), "p99_ms": pct(lat, 0.99), "producer": r}
+
+
+def queue_rep(a: argparse.Namespace, rep: int) -> dict[str, Any]:
+    res: dict[str, Any] = {}
+    phases: list[tuple[str, Callable[[], dict[str, Any]]]] = [
+        ("enqueue_seq", lambda: produce(new_db("seq"), "seq", str(a.n_seq))),
+        ("enqueue_bulk", lambda: produce(new_db("bulk"), "bulk", str(a.n_bulk))),
+        ("drain", lambda: drain_phase(a.n_drain, "noop", a.cap, f"drain{rep}")),
+        ("drain_async", lambda: drain_phase(a.n_drain, "anoop", a.cap, f"adrain{rep}")),
+        ("sleep", lambda: drain_phase(a.n_sleep, "sleeper", a.cap, f"sleep{rep}")),
+        ("latency", lambda: latency_phase(a.lat_n, 0.02, f"lat{rep}")),
+    ]
+    k = rep % len(phases)
+    for name, fn in phases[k:] + phases[:k]:
+        try:
+            res[name] = fn()
+        except Exception as e:  # keep going; the failure shows in the table
+            res[name] = {"error": repr(e)}
+        log(f"rep {rep + 1} {name}: {json.dumps(res[name])[:300]}")
+    return res
+
+
+# -- HTTP workloads ----------------------------------------------------------------------
+
+HTTP_CONFIGS = [
+    ("plain", "/plain", {}),
+    ("fastapi_async", "/bg_async", {}),
+    ("fastapi_sync", "/bg_sync", {}),
+    ("aw_async", "/aw_async", {}),
+    ("aw_sync", "/aw_sync", {}),
+    ("aw_async_lifespan", "/aw_async", {"BENCH_AW_LIFESPAN": "1"}),
+    ("aw_sync_lifespan", "/aw_sync", {"BENCH_AW_LIFESPAN": "1"}),
+]
+UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_port(port: int, deadline: float) -> bool:
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+def wrk(url: str, seconds: int) -> dict[str, Any]:
+    cmd = ["wrk", "-t1", "-c32", f"-d{seconds}s", "--latency", "--timeout", "5s", url]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30).stdout
+    res: dict[str, Any] = {}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    res["rps"] = float(m.group(1)) if m else None
+    for q in ("50", "99"):
+        m = re.search(rf"^\s+{q}(?:\.000)?%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M)
+        res[f"p{q}_ms"] = float(m.group(1)) * UNIT[m.group(2)] if m else None
+    m = re.search(r"(\d+) requests in", out)
+    res["requests"] = int(m.group(1)) if m else None
+    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    res["non2xx"] = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors:(.*)", out)
+    res["socket_errors"] = m.group(1).strip() if m else ""
+    return res
+
+
+def job_states(db: Path) -> dict[str, int]:
+    if not db.exists():
+        return {}
+    conn = sqlite3.connect(db, timeout=30)
+    try:
+        rows = conn.execute("SELECT state, count(*) FROM afterward_jobs GROUP BY state").fetchall()
+    except sqlite3.Error:
+        rows = []
+    finally:
+        conn.close()
+    return dict(rows)
+
+
+def http_one(label: str, path: str, extra: dict[str, str], a: argparse.Namespace) -> dict[str, Any]:
+    db = new_db(f"http_{label}")
+    port = free_port()
+    env = dict(env_for(db), BENCH_PROBE="", **extra)
+    cmd = [
+        str(BIN / "uvicorn"),
+        "webapp:app",
+        "--app-dir",
+        str(WORK),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+    LOG_DIR.mkdir(exist_ok=True)
+    with open(LOG_DIR / f"http_{label}.log", "a") as lf:
+        p = subprocess.Popen(
+            cmd, cwd=WORK, env=env, stdout=lf, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            if not wait_port(port, time.monotonic() + 30):
+                return {"error": "uvicorn did not start"}
+            url = f"http://127.0.0.1:{port}{path}"
+            wrk(url, a.warmup)
+            r = wrk(url, a.duration)
+        finally:
+            stop_group(p, grace=15)
+    if label.startswith("aw_"):
+        r["jobs"] = job_states(db)
+    return r
+
+
+def http_rep(a: argparse.Namespace, rep: int) -> dict[str, Any]:
+    k = rep % len(HTTP_CONFIGS)
+    res = {}
+    for label, path, extra in HTTP_CONFIGS[k:] + HTTP_CONFIGS[:k]:
+        try:
+            res[label] = http_one(label, path, extra, a)
+        except Exception as e:
+            res[label] = {"error": repr(e)}
+        r = res[label]
+        log(
+            f"rep {rep + 1} http {label}: {r.get('rps')} req/s p99 {r.get('p99_ms')} ms",
+            r.get("jobs", ""),
+        )
+    return res
+
+
+# -- cost as work grows ------------------------------------------------------------------
+
+
+def rss_kib(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def rss_phase(n: int, cap: float) -> dict[str, Any]:
+    db = new_db("rss")
+    reset_probe()
+    t = time.monotonic()
+    fill = produce(db, "bulk", str(n), "--chunk", "10000", timeout=1200)
+    if "error" in fill:
+        return fill
+    fill_s = time.monotonic() - t
+    procs = start_workers(db, "rss")
+    samples: list[tuple[float, int, int]] = []  # (t, done, summed RSS KiB of both workers)
+    t0 = time.monotonic()
+    last = [0.0]
+
+    def tick() -> None:
+        now = time.monotonic()
+        if now - last[0] >= 1.0:
+            last[0] = now
+            rs = [rss_kib(p.pid) for p in procs]
+            samples.append((now - t0, probe_count(), sum(r or 0 for r in rs)))
+
+    try:
+        _, capped = wait_lines(n + 1, cap, procs, tick)
+        tick()
+    finally:
+        for p in procs:
+            stop_group(p)
+    rows = read_probe()
+    first, lastend = min(r[1] for r in rows), max(r[2] for r in rows)
+    early = [s for s in samples if s[1] >= min(20_000, n // 10)]
+    return {
+        "n": n,
+        "fill_s": fill_s,
+        "done": len(rows) - 1,
+        "capped": capped,
+        "rate": len(rows) / max(lastend - first, 1e-9),
+        "rss_first_kib": early[0][2] if early else None,
+        "rss_max_kib": max(s[2] for s in samples) if samples else None,
+        "rss_last_kib": samples[-1][2] if samples else None,
+        "samples": samples[:: max(1, len(samples) // 20)],
+        "db_mib": sum(f.stat().st_size for f in db.parent.iterdir()) / 2**20,
+    }
+
+
+# -- report ------------------------------------------------------------------------------
+
+
+def stat(xs: list[float]) -> tuple[float, float, float, int] | None:
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return None
+    return statistics.median(xs), min(xs), max(xs), len(xs)
+
+
+def fmt(s: tuple[float, float, float, int] | None, d: int = 0, unit: str = "") -> str:
+    if s is None:
+        return "n/a"
+    return f"**{s[0]:,.{d}f}**{unit} ({s[1]:,.{d}f}–{s[2]:,.{d}f}, n={s[3]})"
+
+
+def verdict(s: tuple[float, float, float, int] | None, ok: Callable[[float], bool]) -> str:
+    return "n/a" if s is None else ("PASS" if ok(s[0]) else "FAIL")
+
+
+def ratio_rows(http: list[dict[str, Any]], num: str, den: str) -> tuple[list[float], list[float]]:
+    rps, p99 = [], []
+    for rep in http:
+        a, b = rep.get(num, {}), rep.get(den, {})
+        if a.get("rps") and b.get("rps"):
+            rps.append(a["rps"] / b["rps"])
+        if a.get("p99_ms") and b.get("p99_ms"):
+            p99.append(a["p99_ms"] / b["p99_ms"])
+    return rps, p99
+
+
+def report(
+    a: argparse.Namespace,
+    http: list[dict[str, Any]],
+    queue: list[dict[str, Any]],
+    cost: dict[str, Any],
+    rss: dict[str, Any],
+) -> str:
+    out = [
+        "| workload | afterward | reference | ratio or value | target | result |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def hv(label: str, key: str) -> tuple[float, float, float, int] | None:
+        return stat([r.get(label, {}).get(key) for r in http])
+
+    http_pairs = [
+        (
+            "endpoint + async no-op task (drop-in import)",
+            "aw_async",
+            "fastapi_async",
+            0.85,
+            "FastAPI BackgroundTasks async",
+        ),
+        (
+            "endpoint + async no-op task (lifespan)",
+            "aw_async_lifespan",
+            "fastapi_async",
+            0.85,
+            "FastAPI BackgroundTasks async",
+        ),
+        (
+            "endpoint + SYNC no-op task (drop-in import)",
+            "aw_sync",
+            "plain",
+            0.80,
+            "endpoint with no task",
+        ),
+        (
+            "endpoint + SYNC no-op task (lifespan)",
+            "aw_sync_lifespan",
+            "plain",
+            0.80,
+            "endpoint with no task",
+        ),
+    ]
+
+    def row(*cells: object) -> None:
+        out.append("| " + " | ".join(str(c) for c in cells) + " |")
+
+    if http:
+        for title, num, den, target, ref in http_pairs:
+            rps, p99 = ratio_rows(http, num, den)
+            rs, ps = stat(rps), stat(p99)
+            ok_rps = verdict(rs, lambda v, t=target: v >= t)
+            row(f"{title}: req/s", fmt(hv(num, "rps")), f"{ref}: {fmt(hv(den, 'rps'))}")
+            out[-1] += f" {fmt(rs, 2, '×')} | ≥ {target}× | {ok_rps} |"
+            ok_p99 = verdict(ps, lambda v: v <= 1.5)
+            row(f"{title}: p99 ms", fmt(hv(num, "p99_ms"), 1), fmt(hv(den, "p99_ms"), 1))
+            out[-1] += f" {fmt(ps, 2, '×')} | ≤ 1.5× | {ok_p99} |"
+        rps, p99 = ratio_rows(http, "fastapi_sync", "plain")
+        row(
+            "(for reference) FastAPI BackgroundTasks SYNC no-op vs no task",
+            fmt(hv("fastapi_sync", "rps")) + " req/s",
+            fmt(hv("plain", "rps")) + " req/s",
+            f"{fmt(stat(rps), 2, '×')} rps, {fmt(stat(p99), 2, '×')} p99",
+            "—",
+            "—",
+        )
+    if queue:
+
+        def qv(name: str, key: str) -> tuple[float, float, float, int] | None:
+            return stat([r.get(name, {}).get(key) for r in queue])
+
+        rows = [
+            (f"drain {a.n_drain:,} queued no-ops, 2 worker processes", "drain", 15000),
+            (f"{a.n_sleep:,} tasks sleeping 10 ms, 2 processes × 32", "sleep", 5800),
+            (f"enqueue one at a time (`Afterward.enqueue`, N={a.n_seq:,})", "enqueue_seq", 10000),
+            (
+                f"enqueue in bulk (`enqueue_many`, 1,000 a call, N={a.n_bulk:,})",
+                "enqueue_bulk",
+                100000,
+            ),
+        ]
+        for title, name, target in rows:
+            s = qv(name, "rate")
+            done = [r[name]["done"] for r in queue if "done" in r.get(name, {})]
+            extra = f" (worst done {min(done):,})" if done else ""
+            ok = verdict(s, lambda v, t=target: v >= t)
+            value = f"{fmt(s)}/s{extra}" if s is not None else "n/a"
+            row(title, value, "—", "—", f"≥ {target:,}/s", ok)
+        s50, s99 = qv("latency", "p50_ms"), qv("latency", "p99_ms")
+        title = f"enqueue-to-start latency p50 ({a.lat_n} paced, idle workers)"
+        row(title, fmt(s50, 2, " ms"), "—", "—", "≤ 1 ms", verdict(s50, lambda v: v <= 1))
+        title = "enqueue-to-start latency p99"
+        row(title, fmt(s99, 2, " ms"), "—", "—", "≤ 3 ms", verdict(s99, lambda v: v <= 3))
+        s = qv("drain_async", "rate")
+        title = f"(info) drain {a.n_drain:,} queued *async* no-ops (no thread-pool hop)"
+        row(title, f"{fmt(s)}/s" if s is not None else "n/a", "—", "—", "—", "—")
+        st = qv("drain", "startup_s")
+        row("(info) worker start-up to first task", fmt(st, 2, " s"), "—", "—", "—", "—")
+    if cost and "error" not in cost:
+        n = cost["fill"]["n"]
+        title = (
+            f"**cost as work grows** (one run; {n:,} jobs inserted by `enqueue_many` "
+            f"at {cost['fill']['rate']:,.0f}/s)"
+        )
+        row(title, "empty table", f"{n:,} available", f"{n:,} finished", "", "")
+        for key, label in [
+            ("enqueue_p50_ms", "enqueue p50"),
+            ("enqueue_p99_ms", "enqueue p99"),
+            ("claim_p50_ms", "claim p50 (limit 1)"),
+            ("claim_p99_ms", "claim p99 (limit 1)"),
+        ]:
+            e, v, f = cost["empty"][key], cost["available"][key], cost["finished"][key]
+            ok = "PASS" if max(v, f) <= 3 * e + 0.5 else "FAIL"
+            row(label, f"{e:.3f} ms", f"{v:.3f} ms ({v / e:.1f}×)", f"{f:.3f} ms ({f / e:.1f}×)")
+            out[-1] += f" flat | {ok} |"
+    elif cost:
+        row("cost as work grows", f"error: {cost['error'][:200]}", "", "", "", "")
+    if rss and "error" not in rss:
+        a_, m_, l_ = rss["rss_first_kib"] or 0, rss["rss_max_kib"] or 0, rss["rss_last_kib"] or 0
+        flat = bool(a_ and m_ and m_ <= a_ * 1.25 + 10240)
+        capped = " CAPPED" if rss["capped"] else ""
+        title = (
+            f"worker RSS during a long drain ({rss['done']:,}/{rss['n']:,} done{capped}, "
+            f"{rss['rate']:,.0f}/s), both workers summed"
+        )
+        row(title, f"at 10%: {a_ / 1024:.1f} MiB", f"max {m_ / 1024:.1f} MiB")
+        out[-1] += f" last {l_ / 1024:.1f} MiB | flat | {'PASS' if flat else 'FAIL'} |"
+    elif rss:
+        row("worker RSS during a long drain", f"error: {rss['error'][:200]}", "", "", "", "")
+    return "\n".join(out)
+
+
+def machine() -> str:
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    vers = subprocess.run(
+        [
+            PY,
+            "-c",
+            "import importlib.metadata as m;print(', '.join(f'{p} {m.version(p)}' for p in "
+            "['afterward','fastapi','starlette','uvicorn','uvloop','httptools']))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.strip()
+    wv = subprocess.run(
+        ["wrk", "-v"], capture_output=True, text=True, timeout=10
+    ).stdout.splitlines()
+    sqlite_v = subprocess.run(
+        [PY, "-c", "import sqlite3;print(sqlite3.sqlite_version)"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout.strip()
+    return (
+        f"- nproc {os.cpu_count()}, CPU: {cpu}; kernel {platform.release()}; "
+        f"Python {platform.python_version()}; SQLite {sqlite_v}\n"
+        f"- {vers}\n- {wv[0] if wv else 'wrk ?'}"
+    )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="shorter runs and smaller N (a smoke run)")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--only", default="http,queue,cost,rss")
+    ap.add_argument("--json", default=None, help="also write the raw results here")
+    a = ap.parse_args()
+    only = set(a.only.split(","))
+    if "http" in only and shutil.which("wrk") is None:
+        print(
+            "wrk is not installed: run `apt-get install -y wrk` (or pass --only queue,cost,rss)",
+            file=sys.stderr,
+        )
+        return 2
+    q = a.quick
+    a.warmup, a.duration = (1, 3) if q else (2, 10)
+    a.n_seq, a.n_bulk, a.n_drain, a.n_sleep, a.lat_n = (
+        (5000, 20000, 20000, 2000, 100) if q else (20000, 100000, 20000, 2000, 200)
+    )
+    a.cap = 45.0
+    n_cost = 200_000 if q else 1_000_000
+    n_rss = 200_000 if q else 1_000_000
+    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    http: list[dict[str, Any]] = []
+    queue: list[dict[str, Any]] = []
+    cost: dict[str, Any] = {}
+    rss: dict[str, Any] = {}
+    try:
+        for rep in range(a.reps):
+            if "http" in only:
+                http.append(http_rep(a, rep))
+            if "queue" in only:
+                queue.append(queue_rep(a, rep))
+        if "cost" in only:
+            cost = produce(
+                new_db("cost"),
+                "cost",
+                str(n_cost),
+                "--samples",
+                "1000" if q else "2000",
+                timeout=1800,
+            )
+            log("cost:", json.dumps(cost))
+        if "rss" in only:
+            rss = rss_phase(n_rss, 150.0 if q else 420.0)
+            log("rss:", json.dumps({k: v for k, v in rss.items() if k != "samples"}))
+    finally:
+        if os.path.exists(PROBE):
+            os.unlink(PROBE)
+        if a.json:
+            Path(a.json).write_text(
+                json.dumps({"http": http, "queue": queue, "cost": cost, "rss": rss}, indent=1)
+            )
+        shutil.rmtree(TMP, ignore_errors=True)
+    cmd = " ".join([".venv/bin/python", "bench/run.py", *sys.argv[1:]])
+    print(f"## afterward performance targets ({'quick' if q else 'full'} run)\n")
+    print(f"- Date: {started}; command: `{cmd}`; {a.reps} repeat(s), median (min–max, n)")
+    print(machine())
+    print(
+        "- HTTP: uvicorn 1 worker (uvloop, httptools, no access log), wrk -t1 -c32, "
+        f"{a.warmup} s warm-up + {a.duration} s, configurations rotated per repeat; "
+        "ratios taken within each repeat\n"
+    )
+    print(report(a, http, queue, cost, rss))
+    if http:
+        print("\nJobs left in each HTTP run's SQLite file (state: count), last repeat:")
+        for label in HTTP_CONFIGS:
+            j = http[-1].get(label[0], {})
+            if "jobs" in j:
+                print(
+                    f"- {label[0]}: {j['jobs']} vs {j.get('requests')} measured requests "
+                    f"(+ warm-up); non-2xx {j.get('non2xx')}, "
+                    f"socket errors '{j.get('socket_errors')}'"
+                )
+    if rss.get("samples"):
+        print(
+            "\nRSS samples during the long drain "
+            "(s since start, tasks done, RSS of both workers MiB): "
+            + ", ".join(f"{t:.0f}s/{d:,}/{r / 1024:.0f}" for t, d, r in rss["samples"])
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
