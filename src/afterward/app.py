@@ -283,6 +283,26 @@ class Afterward:
         if job is not None:  # pragma: no cover - a chain never outgrows its own steps
             await self.executor.run(job)
 
+    async def cancel_stored(
+        self, chain: Sequence[PreparedCall], head: Job | None, reason: str
+    ) -> None:
+        """Cancel a stored chain that must not run; the reason is kept on each step."""
+        if head is not None:
+            now = self.clock.now()
+            await self.storage.job_fail(
+                JobFail(
+                    head.id,
+                    head.lease_token,
+                    now,
+                    {"error": reason, "at": now, "attempt": head.attempt},
+                    final_state=JobState.CANCELLED,
+                )
+            )
+            return
+        first = next((c for c in chain if c.payload is not None), None)
+        if first is not None:
+            await self.acancel(first.handle.id, reason)
+
     async def _run_in_process(self, call: PreparedCall) -> BaseException | None:
         try:
             if inspect.iscoroutinefunction(call.func) or inspect.iscoroutinefunction(

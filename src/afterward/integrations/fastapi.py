@@ -46,6 +46,7 @@ async def _background_tasks(
     rt: Annotated[RequestTasks, Depends(_request_tasks, scope="request")],
 ) -> AsyncIterator[_Tasks]:
     tasks = _Tasks(afterward=rt.afterward)
+    tasks._group.carried = True  # FastAPI hands injected tasks to the response it builds
     if tasks._group.request is None:
         tasks._group.request = rt
         rt.groups.append(tasks._group)

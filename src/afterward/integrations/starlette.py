@@ -53,13 +53,15 @@ def current_afterward() -> Afterward:
 class _Group:
     """The steps of one task object: stored together, run in order as one chain."""
 
-    __slots__ = ("abandoned", "afterward", "pending", "request", "stored")
+    __slots__ = ("abandoned", "afterward", "carried", "pending", "request", "stored")
 
     def __init__(self, afterward: Afterward, request: RequestTasks | None) -> None:
         self.afterward = afterward
         self.pending: list[PreparedCall] = []
         self.stored: list[tuple[list[PreparedCall], Job | None]] = []
         self.abandoned = False
+        #: Injected by FastAPI, or called by a response: Starlette would run these.
+        self.carried = False
         self.request = request
         if request is not None:
             request.groups.append(self)
@@ -74,6 +76,7 @@ class _Group:
             self.stored.append((chain, head))
 
     async def run(self) -> None:
+        self.carried = True
         await self.store()
         while self.stored:
             chain, head = self.stored.pop(0)
@@ -81,6 +84,18 @@ class _Group:
                 await self.afterward.run_chain(chain, head)
             else:
                 await _run_unstored(self.afterward, chain)
+
+    async def drop(self) -> None:
+        """Cancel, visibly, what no response carried: Starlette would never have run it."""
+        self.pending.clear()
+        while self.stored:
+            chain, head = self.stored.pop(0)
+            await self.afterward.cancel_stored(
+                chain,
+                head,
+                "cancelled: no response carried this task object (its endpoint raised, or it "
+                "was never returned), so, as with Starlette, it does not run",
+            )
 
 
 async def _run_unstored(afterward: Afterward, chain: list[PreparedCall]) -> None:
@@ -117,12 +132,17 @@ class RequestTasks:
             g.stored.append((chain, head))
 
     async def finish(self) -> None:
-        """After the response: run whatever the response itself did not run."""
+        """After the response: run what it carried but did not run itself (FastAPI's
+        injected tasks whose response carried other tasks); cancel what nothing carried."""
         if self.failed:
             return
         for g in list(self.groups):
-            if not g.abandoned:
+            if g.abandoned:
+                continue
+            if g.carried:
                 await g.run()
+            else:
+                await g.drop()
 
 
 def _group(owner: Any, afterward: Afterward | None) -> _Group:
