@@ -162,7 +162,7 @@ class Worker:
                 log.exception(
                     "could not record the outcome of job %s",
                     current.id,
-                    extra={"action": "record", "current.id": job.id},
+                    extra={"action": "record", "job_id": current.id},
                 )
                 return
 
