@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from afterward.engine.executor import Executor
@@ -45,6 +46,7 @@ class Worker:
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
+        self._unlisten: Callable[[], None] | None = None
         self._main: asyncio.Task[None] | None = None
         self._side: list[asyncio.Task[None]] = []
         self._started: list[Job] = []
@@ -72,6 +74,8 @@ class Worker:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._stopping = False
+        # Other processes storing work wake this loop at once; polling is the fallback.
+        self._unlisten = self.storage.listen(self.wake)
         await self._maintain_once(prune=False)
         self._main = asyncio.create_task(self._claim_loop(), name="afterward-claim")
         self._side = [
@@ -103,6 +107,9 @@ class Worker:
             t.cancel()
         await asyncio.gather(*self._side, return_exceptions=True)
         self._side = []
+        if self._unlisten is not None:
+            self._unlisten()
+            self._unlisten = None
 
     # -- loops ----------------------------------------------------------------------------
 

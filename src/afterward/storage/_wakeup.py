@@ -14,12 +14,9 @@ import hashlib
 import os
 import socket
 import tempfile
-import time
 from collections.abc import Callable
 
 __all__ = ["WakeChannel"]
-
-_REFRESH = 0.5  # seconds a producer trusts its list of listeners
 
 
 class WakeChannel:
@@ -31,21 +28,23 @@ class WakeChannel:
         self.directory = os.path.join(tempfile.gettempdir(), f"afterward-{os.getuid()}-{digest}")
         self._sender: socket.socket | None = None
         self._peers: list[str] = []
-        self._listed_at = 0.0
+        self._version = -1
 
     def notify(self) -> None:
         """Wake every worker listening on this database; never blocks."""
-        now = time.monotonic()
-        if now - self._listed_at > _REFRESH:
-            try:
-                self._peers = [
-                    os.path.join(self.directory, n)
-                    for n in os.listdir(self.directory)
-                    if n.endswith(".sock")
-                ]
-            except FileNotFoundError:
-                self._peers = []
-            self._listed_at = now
+        # The directory's mtime changes whenever a worker binds or a stale socket is
+        # removed, so one stat() tells whether the cached list of listeners is still right.
+        try:
+            version = os.stat(self.directory).st_mtime_ns
+        except FileNotFoundError:
+            return
+        if version != self._version:
+            self._peers = [
+                os.path.join(self.directory, n)
+                for n in os.listdir(self.directory)
+                if n.endswith(".sock")
+            ]
+            self._version = version
         if not self._peers:
             return
         if self._sender is None:
@@ -59,9 +58,9 @@ class WakeChannel:
             except (ConnectionRefusedError, FileNotFoundError):
                 with contextlib.suppress(OSError):
                     os.unlink(path)  # its listener is gone
-                self._listed_at = 0.0
+                self._version = -1
             except OSError:
-                self._listed_at = 0.0
+                self._version = -1
 
     def listen(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Call ``callback`` on the running loop at each wake-up; returns the stop function."""

@@ -152,12 +152,14 @@ class SQLiteStorage(Storage):
         if self._writer is not None:
             writer, self._writer = self._writer, None
             await asyncio.to_thread(writer.close)
+        self._wake.close()
 
     def close_sync(self) -> None:
         """``close`` for synchronous callers."""
         if self._writer is not None:
             writer, self._writer = self._writer, None
             writer.close()
+        self._wake.close()
 
     # -- operations: each returns (function run on the I/O thread, whether it writes) -----
 

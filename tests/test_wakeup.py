@@ -1,0 +1,52 @@
+"""Idle workers in another process start new work at once, without polling for it.
+
+The worker polls only every 30 s here, so a start within a second can only come from the
+wake-up a producer sends after it stored the job.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from afterward import Afterward
+from afterward.config import EnvSettings
+from tests.apps import wake_app
+from tests.processes import afterward_command, processes, wait_for
+
+
+def starts(path: Path) -> list[tuple[float, float]]:
+    if not path.exists():
+        return []
+    rows = [line.split() for line in path.read_text().splitlines()]
+    return [(float(a), float(b)) for a, b in rows]
+
+
+def runs_reach(path: Path, n: int) -> Callable[[], bool]:
+    return lambda: len(starts(path)) >= n
+
+
+@pytest.mark.slow
+def test_an_idle_worker_in_another_process_is_woken_by_each_enqueue(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    out = tmp_path / "starts.txt"
+    env = {"AFTERWARD_URL": url, "WAKE_APP_OUT": str(out)}
+    producer = Afterward(url, worker="off", env=EnvSettings())
+    with processes(tmp_path / "logs", env) as procs:
+        worker = procs.start(
+            afterward_command("worker", "tests.apps.wake_app:tasks", "--poll", "30"), "worker"
+        )
+        # The worker is listening once its first maintenance pass ran; a first job shows it.
+        producer.enqueue(wake_app.stamp, time.time())
+        wait_for(lambda: len(starts(out)) >= 1, timeout=60, what="the worker's first run")
+        for i in range(5):
+            producer.enqueue(wake_app.stamp, time.time())
+            wait_for(runs_reach(out, i + 2), timeout=5, what=f"wake-up {i + 1}")
+        assert worker.alive()
+    producer.close()
+    delays = [started - sent for sent, started in starts(out)[1:]]
+    assert len(delays) == 5
+    assert max(delays) < 1.0, delays
