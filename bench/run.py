@@ -38,6 +38,11 @@ PY = str(BIN / "python")
 PROBE = f"/dev/shm/afterward_bench_{os.getpid()}"
 TMP = Path(tempfile.mkdtemp(prefix="afterward_bench_"))
 LOG_DIR = TMP / "logs"
+#: ``--src``: an afterward source tree (e.g. a ``git archive`` snapshot) put ahead of the install.
+SRC: list[str] = []
+
+
+LOADS: list[float] = []  # 1-minute load average before each phase: how shared the machine was
 
 
 def log(*a: object) -> None:
@@ -49,7 +54,7 @@ def env_for(db: Path) -> dict[str, str]:
         os.environ,
         AFTERWARD_URL=f"sqlite:///{db}",
         BENCH_PROBE=PROBE,
-        PYTHONPATH=str(WORK),
+        PYTHONPATH=os.pathsep.join([*SRC, str(WORK)]),
         PYTHONUNBUFFERED="1",
     )
 
@@ -223,6 +228,7 @@ def queue_rep(a: argparse.Namespace, rep: int) -> dict[str, Any]:
     ]
     k = rep % len(phases)
     for name, fn in phases[k:] + phases[:k]:
+        LOADS.append(os.getloadavg()[0])
         try:
             res[name] = fn()
         except Exception as e:  # keep going; the failure shows in the table
@@ -338,6 +344,7 @@ def http_rep(a: argparse.Namespace, rep: int) -> dict[str, Any]:
     k = rep % len(HTTP_CONFIGS)
     res = {}
     for label, path, extra in HTTP_CONFIGS[k:] + HTTP_CONFIGS[:k]:
+        LOADS.append(os.getloadavg()[0])
         try:
             res[label] = http_one(label, path, extra, a)
         except Exception as e:
@@ -609,13 +616,39 @@ def machine() -> str:
     )
 
 
+def source_info(src: str | None) -> str:
+    """Which afterward code ran: the snapshot given, or the checkout at its commit (+ dirty)."""
+    if src:
+        stamp = Path(src).parent / "COMMIT"  # written next to src/ when the snapshot was made
+        return f"snapshot {src}" + (
+            f" of commit {stamp.read_text().strip()}" if stamp.exists() else ""
+        )
+
+    def git(*args: str) -> str:
+        r = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30)
+        return r.stdout.strip()
+
+    dirty = git("status", "--short", "src")
+    return f"checkout at {git('rev-parse', '--short', 'HEAD')}" + (
+        f" with uncommitted changes in {len(dirty.splitlines())} src file(s)" if dirty else ""
+    )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="shorter runs and smaller N (a smoke run)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--only", default="http,queue,cost,rss")
     ap.add_argument("--json", default=None, help="also write the raw results here")
+    ap.add_argument(
+        "--src",
+        default=None,
+        help="run this afterward source tree (its src/ dir) instead of the installed one, "
+        "e.g. a snapshot: git archive HEAD src | tar -x -C /tmp/snap",
+    )
     a = ap.parse_args()
+    if a.src:
+        SRC.append(os.path.abspath(a.src))
     only = set(a.only.split(","))
     if "http" in only and shutil.which("wrk") is None:
         print(
@@ -667,6 +700,12 @@ def main() -> int:
     print(f"## afterward performance targets ({'quick' if q else 'full'} run)\n")
     print(f"- Date: {started}; command: `{cmd}`; {a.reps} repeat(s), median (min–max, n)")
     print(machine())
+    print(f"- afterward source: {source_info(a.src)}")
+    if LOADS:
+        print(
+            f"- 1-min load average before each phase: median {statistics.median(LOADS):.1f}, "
+            f"max {max(LOADS):.1f} (2 vCPUs; above ~2 means other processes competed)"
+        )
     print(
         "- HTTP: uvicorn 1 worker (uvloop, httptools, no access log), wrk -t1 -c32, "
         f"{a.warmup} s warm-up + {a.duration} s, configurations rotated per repeat; "
