@@ -32,6 +32,7 @@ from afterward.storage.base import (
     RescueResult,
     Storage,
 )
+from afterward.storage.sqlite._local import LocalRunner
 from afterward.storage.sqlite._writer import Op, Writer
 
 __all__ = ["SQLiteStorage"]
@@ -39,6 +40,7 @@ __all__ = ["SQLiteStorage"]
 Q = load_queries("afterward.storage.sqlite", "queries.sql")
 _MIGRATIONS = load_migrations("afterward.storage.sqlite.migrations")
 _S = JobState
+_CHECKPOINT_EVERY = 500
 
 
 def _row_to_job(row: sqlite3.Row) -> Job:
@@ -80,6 +82,10 @@ class SQLiteStorage(Storage):
         self.busy_timeout = busy_timeout
         self._writer: Writer | None = None
         self._wake = WakeChannel(os.path.realpath(path))
+        self._commits = 0
+        self._local: LocalRunner | None = (
+            None if durability == "full" else LocalRunner(self._connect, self._w, self._committed)
+        )
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -128,13 +134,27 @@ class SQLiteStorage(Storage):
             self._writer = Writer(self._connect, f"afterward-sqlite:{os.path.basename(self.path)}")
         return self._writer
 
+    def _committed(self) -> None:
+        # Callers' connections never checkpoint (it may fsync): the I/O thread does, every
+        # so many commits, without a transaction and without anyone waiting for it.
+        self._commits += 1
+        if self._commits % _CHECKPOINT_EVERY == 0:
+            self._w().submit(
+                lambda conn: conn.execute("PRAGMA wal_checkpoint(PASSIVE)"), write=None
+            )
+
     async def _run(self, op: Op, *, write: bool = True) -> Any:
-        return await self._w().submit_async(op, write=write)
+        if self._local is None:  # durability=full: every commit fsyncs, so off the loop
+            return await self._w().submit_async(op, write=write)
+        return await self._local.run_async(op, write)
 
     def call_sync(self, method: str, *args: Any) -> Any:
-        """Run a contract method on the I/O thread and wait, without an event loop."""
+        """Run a contract method on the calling thread, without an event loop."""
         op, write = getattr(self, "_op_" + method)(*args)
-        result = self._w().submit(op, write=write).result()
+        if self._local is None:
+            result = self._w().submit(op, write=write).result()
+        else:
+            result = self._local.run_sync(op, write)
         if method == "job_insert_many":
             self._notify(*args)
         return result
@@ -152,6 +172,8 @@ class SQLiteStorage(Storage):
         if self._writer is not None:
             writer, self._writer = self._writer, None
             await asyncio.to_thread(writer.close)
+        if self._local is not None:
+            self._local.close()
         self._wake.close()
 
     def close_sync(self) -> None:
@@ -159,6 +181,8 @@ class SQLiteStorage(Storage):
         if self._writer is not None:
             writer, self._writer = self._writer, None
             writer.close()
+        if self._local is not None:
+            self._local.close()
         self._wake.close()
 
     # -- operations: each returns (function run on the I/O thread, whether it writes) -----

@@ -89,8 +89,11 @@ class Writer:
         self._thread.start()
         self._ready.result()
 
-    def submit(self, op: Op, *, write: bool = True) -> concurrent.futures.Future[Any]:
-        """Queue ``op``; its future resolves after the transaction holding it committed."""
+    def submit(self, op: Op, *, write: bool | None = True) -> concurrent.futures.Future[Any]:
+        """Queue ``op``; its future resolves after the transaction holding it committed.
+
+        ``write=None`` runs ``op`` outside any transaction (a checkpoint, say).
+        """
         fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
         self._queue.put((op, write, fut))
         return fut
@@ -128,6 +131,14 @@ class Writer:
                         stop = True
                         break
                     batch.append(nxt)
+                raw = [i for i in batch if i[1] is None]
+                if raw:
+                    batch = [i for i in batch if i[1] is not None]
+                    for op, _, fut in raw:  # outside any transaction (e.g. a checkpoint)
+                        try:
+                            fut.set_result(op(conn))
+                        except Exception as e:
+                            fut.set_exception(e)
                 if batch:
                     self._execute(conn, batch)
                     _hand_over(batch)
