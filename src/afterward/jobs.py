@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import os
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,13 +67,18 @@ def can_transition(old: JobState, new: JobState) -> bool:
 
 
 _counter = 0
+# os.urandom per id gives up the GIL on every call, which under load costs far more than
+# the id; a generator seeded from it once per process (and again after fork) does not.
+_rng = random.Random(os.urandom(16))
+os.register_at_fork(after_in_child=lambda: _rng.seed(os.urandom(16)))
 
 
 def new_job_id() -> str:
-    """A sortable, unique job id: 12 hex digits of milliseconds, then 14 of randomness."""
+    """A sortable, unique job id: 12 hex digits of milliseconds, 4 of a per-process
+    counter, then 10 random ones."""
     global _counter
     _counter = (_counter + 1) & 0xFFFF
-    return f"{time.time_ns() // 1_000_000:012x}{_counter:04x}{os.urandom(5).hex()}"
+    return f"{time.time_ns() // 1_000_000:012x}{_counter:04x}{_rng.getrandbits(40):010x}"
 
 
 @dataclass(frozen=True, slots=True)

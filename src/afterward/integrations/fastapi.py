@@ -8,8 +8,8 @@ the name still constructs the class when called, and nothing is added to OpenAPI
 
 The provider is a function-scoped yield dependency: when the endpoint raises, its tasks
 are dropped (FastAPI parity); when it returns, they are stored before FastAPI builds and
-sends the response (under the middleware, as the response starts). A request-scoped
-dependency runs them after the response when the app has no afterward middleware.
+sends the response (under the middleware, as the response starts). Without the
+middleware, a callback on FastAPI's request-scoped exit stack runs them after the response.
 """
 
 from __future__ import annotations
@@ -30,21 +30,21 @@ from afterward.integrations.starlette import BackgroundTasks as _Tasks
 __all__ = ["BackgroundTasks"]
 
 
-async def _request_tasks(request: Request) -> AsyncIterator[RequestTasks]:
+async def _background_tasks(request: Request) -> AsyncIterator[_Tasks]:
     rt = request.scope.get(SCOPE_KEY)
-    if isinstance(rt, RequestTasks):  # the middleware owns this request's tasks
-        yield rt
-        return
-    rt = RequestTasks(afterward_for(request.app))
-    request.scope[SCOPE_KEY] = rt
-    _current.set(rt)
-    yield rt
-    await rt.finish()  # request scope: runs after the response was sent
-
-
-async def _background_tasks(
-    rt: Annotated[RequestTasks, Depends(_request_tasks, scope="request")],
-) -> AsyncIterator[_Tasks]:
+    if not isinstance(rt, RequestTasks):  # no middleware: this dependency looks after them
+        rt = RequestTasks(afterward_for(request.app))
+        request.scope[SCOPE_KEY] = rt
+        _current.set(rt)
+        # FastAPI's request-scoped exit stack closes after the response was sent; one
+        # dependency with a callback there costs half of two yield dependencies.
+        stack = request.scope.get(_REQUEST_STACK)
+        if stack is None:
+            raise RuntimeError(
+                "afterward needs FastAPI >= 0.121 (request-scoped dependencies); upgrade "
+                "FastAPI, or install afterward on the app: FastAPI(lifespan=tasks.lifespan)"
+            )
+        stack.push_async_callback(rt.finish)
     tasks = _Tasks(afterward=rt.afterward)
     tasks._group.carried = True  # FastAPI hands injected tasks to the response it builds
     if tasks._group.request is None:
@@ -61,6 +61,9 @@ async def _background_tasks(
         # answered with its clean 500 rather than an exception the server must log and
         # answer by closing the connection.
         await rt.store()
+
+
+_REQUEST_STACK = "fastapi_inner_astack"
 
 
 if TYPE_CHECKING:
