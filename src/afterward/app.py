@@ -338,13 +338,17 @@ class Afterward:
         now = self.clock.now()
         out = []
         for c in calls:
-            prepared = self.prepare(c.func, c.args, c.kwargs)
-            if prepared.payload is None:
+            p = self.prepare(c.func, c.args, c.kwargs)
+            if p.payload is None:
                 raise NotStorableError(
-                    f"enqueue cannot run {prepared.handle.task} later: it cannot be stored "
+                    f"enqueue cannot run {p.handle.task} later: it cannot be stored "
                     "(see the warning above); pass stored values or call it directly"
                 )
-            out.append((prepared, self._new_jobs([prepared], now, local=False)[0]))
+            job = NewJob(
+                p.handle.id, p.handle.task, p.payload, p.queue, p.priority, p.max_attempts,
+                p.timeout, now,
+            )  # fmt: skip
+            out.append((p, job))
         return out
 
     def enqueue(self, func: Callable[P, Any], *args: P.args, **kwargs: P.kwargs) -> TaskHandle:

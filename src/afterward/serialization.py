@@ -43,7 +43,18 @@ __all__ = [
 DEFAULT_MAX_PAYLOAD_BYTES = 512 * 1024
 
 _TAG = "$aw"
-_dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+_dumps: Callable[[Any], str] = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, separators=(",", ":")
+).encode
+try:  # optional: the same JSON, several times faster (values were checked by _enc already)
+    import orjson
+
+    def _fast_dumps(value: Any) -> str:
+        return orjson.dumps(value).decode()
+
+    _dumps = _fast_dumps
+except ImportError:  # pragma: no cover - orjson comes with the dev extras
+    pass
 
 
 class Unstorable(Exception):
@@ -203,11 +214,21 @@ def encode_payload(
     Raises ``PayloadError`` naming the argument for values JSON cannot hold faithfully,
     and ``Unstorable`` for values that are not data.
     """
-    enc_args = [encode_value(a, where=f"argument {i} of {func_name}") for i, a in enumerate(args)]
-    enc_kwargs = {
-        _check_key(k, func_name): encode_value(v, where=f"argument {k!r} of {func_name}")
-        for k, v in kwargs.items()
-    }
+    try:
+        enc_args = [_enc(a) for a in args]
+        enc_kwargs = {
+            (k if k.isascii() and "\x00" not in k else _check_key(k, func_name)): _enc(v)
+            for k, v in kwargs.items()
+        }
+    except (_Bad, _NotData):
+        # Only on the error path: encode again, naming each argument, to say which one.
+        enc_args = [
+            encode_value(a, where=f"argument {i} of {func_name}") for i, a in enumerate(args)
+        ]
+        enc_kwargs = {
+            _check_key(k, func_name): encode_value(v, where=f"argument {k!r} of {func_name}")
+            for k, v in kwargs.items()
+        }
     text = _dumps({"args": enc_args, "kwargs": enc_kwargs})
     size = len(text) if text.isascii() else len(text.encode("utf-8"))
     if size > max_bytes:

@@ -43,6 +43,7 @@ class Worker:
         self.storage = executor.storage
         self.clock = executor.clock
         self._running: set[asyncio.Task[None]] = set()
+        self._slots: asyncio.Semaphore | None = None
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
@@ -116,8 +117,11 @@ class Worker:
     async def _claim_loop(self) -> None:
         s = self.settings
         assert self._wake is not None
+        # Claim up to twice the concurrency: the extra jobs wait for a slot with their leases
+        # heartbeated, so a slot that frees up starts the next job without a claim round-trip.
+        self._slots = asyncio.Semaphore(s.concurrency)
         while not self._stopping:
-            free = s.concurrency - len(self._running)
+            free = 2 * s.concurrency - len(self._running)
             jobs: list[Job] = []
             if free > 0:
                 now = self.clock.now()
@@ -137,6 +141,7 @@ class Worker:
                     if self._stopping:
                         await self._release(job)
                         continue
+                    self.executor.hold(job)
                     task = asyncio.create_task(self._run_chain(job))
                     self._running.add(task)
                     task.add_done_callback(self._done)
@@ -156,6 +161,28 @@ class Worker:
             log.error("job runner crashed", exc_info=task.exception(), extra={"action": "run"})
 
     async def _run_chain(self, first: Job) -> None:
+        assert self._slots is not None
+        try:
+            await self._slots.acquire()
+        except asyncio.CancelledError:
+            await self._hand_back(first)
+            raise
+        try:
+            if self._stopping:  # claimed but never started: give it back uncharged
+                await self._hand_back(first)
+                return
+            await self._run_claimed(first)
+        finally:
+            self._slots.release()
+
+    async def _hand_back(self, job: Job) -> None:
+        self.executor.drop(job.id)
+        try:
+            await asyncio.shield(self._release(job))
+        except Exception:  # the lease lapses instead and the job is rescued
+            log.exception("could not release job %s", job.id, extra={"action": "release"})
+
+    async def _run_claimed(self, first: Job) -> None:
         job: Job | None = first
         while job is not None:
             current = job

@@ -189,28 +189,28 @@ class SQLiteStorage(Storage):
 
     def _op_job_insert_many(self, jobs: Sequence[NewJob], now: float) -> tuple[Op, bool]:
         rows = [
-            {
-                "id": n.id,
-                "queue": n.queue,
-                "task": n.task,
-                "payload": n.payload,
-                "state": "running"
+            (
+                n.id,
+                n.queue,
+                n.task,
+                n.payload,
+                "running"
                 if n.owner is not None
                 else "scheduled"
                 if n.run_at is None or n.run_at > now
                 else "available",
-                "priority": n.priority,
-                "attempt": 1 if n.owner is not None else 0,
-                "max_attempts": n.max_attempts,
-                "timeout": n.timeout,
-                "run_at": n.run_at,
-                "now": now,
-                "attempted_at": now if n.owner is not None else None,
-                "owner": n.owner,
-                "token": 1 if n.owner is not None else 0,
-                "lease_expires_at": n.lease_expires_at if n.owner is not None else None,
-                "chain_next": n.chain_next,
-            }
+                n.priority,
+                0 if n.owner is None else 1,
+                n.max_attempts,
+                n.timeout,
+                n.run_at,
+                now,
+                None if n.owner is None else now,
+                n.owner,
+                0 if n.owner is None else 1,
+                None if n.owner is None else n.lease_expires_at,
+                n.chain_next,
+            )
             for n in jobs
         ]
 

@@ -1,9 +1,8 @@
 -- name: job_insert --
--- Store one new job (state and lease decided by the caller).
+-- Store one new job; positional (bulk inserts bind a tuple per row, much cheaper than a dict).
 INSERT INTO afterward_jobs (id, queue, task, payload, state, priority, attempt, max_attempts,
     timeout, run_at, created_at, attempted_at, lease_owner, lease_token, lease_expires_at, chain_next)
-VALUES (:id, :queue, :task, :payload, :state, :priority, :attempt, :max_attempts,
-    :timeout, :run_at, :now, :attempted_at, :owner, :token, :lease_expires_at, :chain_next)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 
 -- name: job_claim --
 -- Claim the due jobs with the highest priority, oldest first: count an attempt, take a lease.
