@@ -104,19 +104,28 @@ class Executor:
 
     # -- running ----------------------------------------------------------------------------
 
-    async def run(self, job: Job, *, continue_chain: bool = True) -> Job | None:
+    async def run(
+        self,
+        job: Job,
+        *,
+        continue_chain: bool = True,
+        ran: Callable[[], None] | None = None,
+    ) -> Job | None:
         """Run ``job`` (already claimed by this owner) and store the outcome.
 
         Returns the next step of its chain when it succeeded and ``continue_chain`` asked
-        to claim that step for this owner.
+        to claim that step for this owner. ``ran`` is called as soon as the function
+        returned or raised, before the outcome is stored (a worker frees its slot then).
         """
         self.hold(job)
         try:
-            return await self._run(job, continue_chain)
+            return await self._run(job, continue_chain, ran)
         finally:
             self.drop(job.id)
 
-    async def _run(self, job: Job, continue_chain: bool) -> Job | None:
+    async def _run(
+        self, job: Job, continue_chain: bool, ran: Callable[[], None] | None = None
+    ) -> Job | None:
         func = self.registry.resolve(job.task)
         policy = self.retry
         if func is None:
@@ -131,9 +140,13 @@ class Executor:
         if opts is not None and opts.retry is not None:
             policy = opts.retry
         try:
-            args, kwargs = decode_payload(job.payload)
-            args, kwargs = coerce_arguments(func, args, kwargs)
-            result = await self._call(func, args, kwargs, job.timeout)
+            try:
+                args, kwargs = decode_payload(job.payload)
+                args, kwargs = coerce_arguments(func, args, kwargs)
+                result = await self._call(func, args, kwargs, job.timeout)
+            finally:
+                if ran is not None:
+                    ran()
         except Retry as signal:
             return await self._failed(job, _error(job, signal.reason, None), policy, signal.delay)
         except _Timeout:

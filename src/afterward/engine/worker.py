@@ -44,6 +44,7 @@ class Worker:
         self.clock = executor.clock
         self._running: set[asyncio.Task[None]] = set()
         self._slots: asyncio.Semaphore | None = None
+        self._inflight = 0
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
@@ -117,11 +118,12 @@ class Worker:
     async def _claim_loop(self) -> None:
         s = self.settings
         assert self._wake is not None
-        # Claim up to twice the concurrency: the extra jobs wait for a slot with their leases
-        # heartbeated, so a slot that frees up starts the next job without a claim round-trip.
+        # Claim only as many jobs as there are idle slots: an attempt is charged at claim, so
+        # a job claimed ahead of time would be charged for a crash it never saw. A slot counts
+        # as idle once its function returned, while its outcome is still being stored.
         self._slots = asyncio.Semaphore(s.concurrency)
         while not self._stopping:
-            free = 2 * s.concurrency - len(self._running)
+            free = s.concurrency - self._inflight
             jobs: list[Job] = []
             if free > 0:
                 now = self.clock.now()
@@ -142,6 +144,7 @@ class Worker:
                         await self._release(job)
                         continue
                     self.executor.hold(job)
+                    self._inflight += 1
                     task = asyncio.create_task(self._run_chain(job))
                     self._running.add(task)
                     task.add_done_callback(self._done)
@@ -161,33 +164,36 @@ class Worker:
             log.error("job runner crashed", exc_info=task.exception(), extra={"action": "run"})
 
     async def _run_chain(self, first: Job) -> None:
-        assert self._slots is not None
-        try:
-            await self._slots.acquire()
-        except asyncio.CancelledError:
-            await self._hand_back(first)
-            raise
-        try:
-            if self._stopping:  # claimed but never started: give it back uncharged
-                await self._hand_back(first)
-                return
-            await self._run_claimed(first)
-        finally:
-            self._slots.release()
-
-    async def _hand_back(self, job: Job) -> None:
-        self.executor.drop(job.id)
-        try:
-            await asyncio.shield(self._release(job))
-        except Exception:  # the lease lapses instead and the job is rescued
-            log.exception("could not release job %s", job.id, extra={"action": "release"})
-
-    async def _run_claimed(self, first: Job) -> None:
+        # A slot is held while a task's function runs, not while its outcome is stored, so
+        # a commit waiting for the write lock never keeps the next job from starting.
+        slots = self._slots
+        assert slots is not None
         job: Job | None = first
         while job is not None:
             current = job
+            if current is not first:  # a chain step claimed for us by the step before
+                self._inflight += 1
             try:
-                job = await self.executor.run(current, continue_chain=not self._stopping)
+                await slots.acquire()
+            except asyncio.CancelledError:
+                self._inflight -= 1
+                await self._hand_back(current)
+                raise
+            held = [True]
+
+            def free(held: list[bool] = held) -> None:
+                if held[0]:
+                    held[0] = False
+                    slots.release()
+                    self._inflight -= 1
+                    if self._wake is not None:
+                        self._wake.set()
+
+            try:
+                if self._stopping and current is first:  # claimed, never started
+                    await self._hand_back(current)
+                    return
+                job = await self.executor.run(current, continue_chain=not self._stopping, ran=free)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -199,6 +205,15 @@ class Worker:
                     extra={"action": "record", "job_id": current.id},
                 )
                 return
+            finally:
+                free()
+
+    async def _hand_back(self, job: Job) -> None:
+        self.executor.drop(job.id)
+        try:
+            await asyncio.shield(self._release(job))
+        except Exception:  # the lease lapses instead and the job is rescued
+            log.exception("could not release job %s", job.id, extra={"action": "release"})
 
     async def _release(self, job: Job) -> None:
         await self.storage.job_release(JobRelease(job.id, job.lease_token, self.clock.now()))
