@@ -278,3 +278,9 @@ def test_a_lock_is_not_data(open_file: io.TextIOWrapper, sock: socket.socket) ->
             encode_payload(NAME, args, kwargs)
         assert info.value.where == where
         assert info.value.value is value
+
+
+def test_integers_of_any_size_round_trip() -> None:
+    # The fast JSON path handles 64-bit integers only; bigger ones must still come back.
+    text = encode_payload("m:f", (2**70, -(2**80), 7), {"n": [2**65]})
+    assert decode_payload(text) == ([2**70, -(2**80), 7], {"n": [2**65]})

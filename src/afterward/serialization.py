@@ -49,12 +49,18 @@ _dumps: Callable[[Any], str] = json.JSONEncoder(
 try:  # optional: the same JSON, several times faster (values were checked by _enc already)
     import orjson
 
+    _slow_dumps = _dumps
+
     def _fast_dumps(value: Any) -> str:
-        return orjson.dumps(value).decode()
+        try:
+            return orjson.dumps(value).decode()
+        except TypeError:  # integers past 64 bits: the standard encoder takes any size
+            return _slow_dumps(value)
 
     _dumps = _fast_dumps
+    _fast_loads: Callable[[str], Any] = orjson.loads
 except ImportError:  # pragma: no cover - orjson comes with the dev extras
-    pass
+    _fast_loads = json.loads
 
 
 class Unstorable(Exception):
@@ -294,7 +300,14 @@ def dumps_value(value: Any, *, where: str = "value") -> str:
 
 def decode_payload(text: str) -> tuple[list[Any], dict[str, Any]]:
     """Decode a stored payload into positional and keyword arguments."""
-    data = decode_value(text)
+    # Most payloads hold no tagged value; those skip the per-object hook.
+    if _TAG in text:
+        data = decode_value(text)
+    else:
+        try:
+            data = _fast_loads(text)
+        except ValueError:  # e.g. an integer past 64 bits, which orjson refuses
+            data = json.loads(text)
     return list(data["args"]), dict(data["kwargs"])
 
 

@@ -249,7 +249,23 @@ class Executor:
             _lost(job, "failed")
 
 
+_async_cache: dict[Any, bool] = {}
+
+
 def _is_async(func: Any) -> bool:
+    try:
+        return _async_cache[func]
+    except (KeyError, TypeError):
+        pass
+    found = _check_async(func)
+    try:
+        _async_cache[func] = found
+    except TypeError:  # unhashable callable object
+        pass
+    return found
+
+
+def _check_async(func: Any) -> bool:
     while isinstance(func, functools.partial):
         func = func.func
     return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
