@@ -559,9 +559,14 @@ def report(
             ("claim_p99_ms", "claim p99 (limit 1)"),
         ]:
             e, v, f = cost["empty"][key], cost["available"][key], cost["finished"][key]
-            ok = "PASS" if max(v, f) <= 3 * e + 0.5 else "FAIL"
+            # The performance issue's bar: p99 within 1.5x of the empty table; p50 shown only.
+            if key.endswith("p99_ms"):
+                ok = "PASS" if max(v, f) <= 1.5 * e else "FAIL"
+                target = "≤ 1.5× empty"
+            else:
+                ok, target = "—", "—"
             row(label, f"{e:.3f} ms", f"{v:.3f} ms ({v / e:.1f}×)", f"{f:.3f} ms ({f / e:.1f}×)")
-            out[-1] += f" flat | {ok} |"
+            out[-1] += f" {target} | {ok} |"
     elif cost:
         row("cost as work grows", f"error: {cost['error'][:200]}", "", "", "", "")
     if rss and "error" not in rss:

@@ -35,10 +35,19 @@ from afterward.tasks import TaskHandle
 if TYPE_CHECKING:
     from afterward.integrations.starlette import BackgroundTasks
 else:
-    try:
-        from afterward.integrations.fastapi import BackgroundTasks
-    except ImportError:  # Starlette without FastAPI: the plain class
-        from afterward.integrations.starlette import BackgroundTasks
+
+    def __getattr__(name: str) -> object:
+        # FastAPI (and pydantic) load only when the drop-in is used, not in every worker
+        # or script that imports afterward.
+        if name != "BackgroundTasks":
+            raise AttributeError(f"module 'afterward' has no attribute {name!r}")
+        try:
+            from afterward.integrations.fastapi import BackgroundTasks
+        except ImportError:  # Starlette without FastAPI: the plain class
+            from afterward.integrations.starlette import BackgroundTasks
+        globals()["BackgroundTasks"] = BackgroundTasks
+        return BackgroundTasks
+
 
 __version__ = "0.1.0"
 
