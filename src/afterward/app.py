@@ -288,16 +288,7 @@ class Afterward:
     ) -> None:
         """Cancel a stored chain that must not run; the reason is kept on each step."""
         if head is not None:
-            now = self.clock.now()
-            await self.storage.job_fail(
-                JobFail(
-                    head.id,
-                    head.lease_token,
-                    now,
-                    {"error": reason, "at": now, "attempt": head.attempt},
-                    final_state=JobState.CANCELLED,
-                )
-            )
+            await self._cancel_claimed(head, reason)
             return
         first = next((c for c in chain if c.payload is not None), None)
         if first is not None:
@@ -310,7 +301,6 @@ class Afterward:
             ):
                 await call.func(*call.args, **call.kwargs)
             else:
-                asyncio.get_running_loop()
                 await self.executor.in_pool(lambda: call.func(*call.args, **call.kwargs))
         except Exception as e:
             log.exception(
@@ -321,6 +311,10 @@ class Afterward:
 
     async def _cancel_held(self, job: Job, call: PreparedCall, error: BaseException) -> None:
         reason = f"cancelled: the in-process step {call.handle.task} before it failed: {error!r}"
+        await self._cancel_claimed(job, reason)
+
+    async def _cancel_claimed(self, job: Job, reason: str) -> None:
+        """End a job this process holds as cancelled (and the rest of its chain)."""
         now = self.clock.now()
         await self.storage.job_fail(
             JobFail(

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from afterward.errors import StorageError
-from afterward.storage.sqlite._writer import Op, Writer
+from afterward.storage.sqlite._writer import Op, Writer, run_ops
 
 __all__ = ["LocalRunner"]
 
@@ -145,23 +145,8 @@ class LocalRunner:
                 loop.call_later(_RETRY_DELAY * state.retries, self._flush, state, loop)
             return
         state.retries = 0
-        results: list[tuple[asyncio.Future[Any], bool, Any]] = []
         try:
-            single = len(items) == 1
-            for op, _, fut in items:
-                if single:
-                    results.append((fut, True, op(conn)))
-                    continue
-                conn.execute("SAVEPOINT op")
-                try:
-                    value = op(conn)
-                except Exception as e:
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                    results.append((fut, False, e))
-                else:
-                    conn.execute("RELEASE op")
-                    results.append((fut, True, value))
+            results = run_ops(conn, [(op, fut) for op, _, fut in items])
             conn.execute("COMMIT")
         except Exception as e:
             if conn.in_transaction:

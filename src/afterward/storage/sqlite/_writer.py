@@ -16,15 +16,16 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from afterward.errors import StorageError
 
-__all__ = ["Op", "Writer"]
+__all__ = ["Op", "Writer", "run_ops"]
 
 log = logging.getLogger("afterward.storage.sqlite")
 
 Op = Callable[[sqlite3.Connection], Any]
+T = TypeVar("T")
 _STOP = object()
 _MAX_BATCH = 1024
 #: How long a batch keeps retrying when other processes hold the write lock.
@@ -76,6 +77,30 @@ def _hand_over(batch: list[Any]) -> None:
             loop.call_soon_threadsafe(_settle, items)
         except RuntimeError:  # that loop closed; nobody is waiting any more
             pass
+
+
+def run_ops(conn: sqlite3.Connection, ops: list[tuple[Op, T]]) -> list[tuple[T, bool, Any]]:
+    """Run each op inside the open transaction; returns (target, succeeded, value or error).
+
+    With several ops, each runs in a savepoint so one that fails leaves the others' changes
+    in place. A lone op's exception propagates, failing the whole transaction.
+    """
+    if len(ops) == 1:
+        op, target = ops[0]
+        return [(target, True, op(conn))]
+    results: list[tuple[T, bool, Any]] = []
+    for op, target in ops:
+        conn.execute("SAVEPOINT op")
+        try:
+            value = op(conn)
+        except Exception as e:
+            conn.execute("ROLLBACK TO op")
+            conn.execute("RELEASE op")
+            results.append((target, False, e))
+        else:
+            conn.execute("RELEASE op")
+            results.append((target, True, value))
+    return results
 
 
 class Writer:
@@ -170,23 +195,8 @@ class Writer:
         results: list[tuple[concurrent.futures.Future[Any], bool, Any]] = []
         try:
             self._begin(conn, write)
-            single = len(batch) == 1
-            for op, _, fut in batch:
-                if not fut.set_running_or_notify_cancel():
-                    continue
-                if single:
-                    results.append((fut, True, op(conn)))
-                    continue
-                conn.execute("SAVEPOINT op")
-                try:
-                    value = op(conn)
-                except Exception as e:
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                    results.append((fut, False, e))
-                else:
-                    conn.execute("RELEASE op")
-                    results.append((fut, True, value))
+            live = [(op, fut) for op, _, fut in batch if fut.set_running_or_notify_cancel()]
+            results = run_ops(conn, live)
             conn.execute("COMMIT")
         except BaseException as e:
             if conn.in_transaction:
