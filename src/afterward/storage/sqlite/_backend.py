@@ -40,7 +40,8 @@ __all__ = ["SQLiteStorage"]
 Q = load_queries("afterward.storage.sqlite", "queries.sql")
 _MIGRATIONS = load_migrations("afterward.storage.sqlite.migrations")
 _S = JobState
-_CHECKPOINT_EVERY = 500
+_CHECK_WAL_EVERY = 16
+_CHECKPOINT_WAL_BYTES = 4 * 1024 * 1024
 
 
 def _row_to_job(row: sqlite3.Row) -> Job:
@@ -83,6 +84,8 @@ class SQLiteStorage(Storage):
         self._writer: Writer | None = None
         self._wake = WakeChannel(os.path.realpath(path))
         self._commits = 0
+        self._checkpointing = False
+        self._wal_path = os.path.abspath(path) + "-wal"
         self._local: LocalRunner | None = (
             None if durability == "full" else LocalRunner(self._connect, self._w, self._committed)
         )
@@ -135,13 +138,27 @@ class SQLiteStorage(Storage):
         return self._writer
 
     def _committed(self) -> None:
-        # Callers' connections never checkpoint (it may fsync): the I/O thread does, every
-        # so many commits, without a transaction and without anyone waiting for it.
+        # Callers' connections never checkpoint (it may fsync): the I/O thread does, without
+        # a transaction and without anyone waiting, once the WAL passes the size at which
+        # SQLite itself would (about 4 MiB), whether it got there by many small commits or
+        # by a few bulk ones. The size is looked at every few commits (one stat() each).
         self._commits += 1
-        if self._commits % _CHECKPOINT_EVERY == 0:
-            self._w().submit(
-                lambda conn: conn.execute("PRAGMA wal_checkpoint(PASSIVE)"), write=None
-            )
+        if self._commits % _CHECK_WAL_EVERY or self._checkpointing:
+            return
+        try:
+            size = os.stat(self._wal_path).st_size
+        except FileNotFoundError:
+            return
+        if size < _CHECKPOINT_WAL_BYTES:
+            return
+        self._checkpointing = True
+        done = self._w().submit(
+            lambda conn: conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall(), write=None
+        )
+        done.add_done_callback(self._checkpointed)
+
+    def _checkpointed(self, _: object) -> None:
+        self._checkpointing = False
 
     async def _run(self, op: Op, *, write: bool = True) -> Any:
         if self._local is None:  # durability=full: every commit fsyncs, so off the loop
