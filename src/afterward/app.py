@@ -13,7 +13,7 @@ import logging
 import threading
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Generic, ParamSpec, TypeVar
 
 from afterward._clock import Clock, SystemClock
@@ -25,7 +25,12 @@ from afterward.errors import ConfigurationError, NotStorableError
 from afterward.jobs import Job, JobState, NewJob, new_job_id
 from afterward.registry import Registry, TaskOptions, options_of, storable_name
 from afterward.retry import RetryPolicy
-from afterward.serialization import DEFAULT_MAX_PAYLOAD_BYTES, Unstorable, encode_payload
+from afterward.serialization import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    Unstorable,
+    decode_value,
+    encode_payload,
+)
 from afterward.storage import DEFAULT_URL, storage_from_url
 from afterward.storage.base import JobCancel, JobFail, JobsList, Storage
 from afterward.tasks import TaskHandle
@@ -271,7 +276,7 @@ class Afterward:
         job = head
         for call in chain:
             if call.payload is None:
-                error = await self._run_in_process(call)
+                error = await self.run_in_process(call)
                 if error is not None:
                     if job is not None:
                         await self._cancel_held(job, call, error)
@@ -294,7 +299,8 @@ class Afterward:
         if first is not None:
             await self.acancel(first.handle.id, reason)
 
-    async def _run_in_process(self, call: PreparedCall) -> BaseException | None:
+    async def run_in_process(self, call: PreparedCall) -> BaseException | None:
+        """Run a call that could not be stored, here, as Starlette would; returns its error."""
         try:
             if inspect.iscoroutinefunction(call.func) or inspect.iscoroutinefunction(
                 getattr(call.func, "__call__", None)  # noqa: B004
@@ -387,8 +393,6 @@ class Afterward:
         state = job.effective_state(self.clock.now())
         if state is job.state:
             return job
-        from dataclasses import replace
-
         return replace(job, state=state)
 
     def list_jobs(self, *states: JobState, queue: str | None = None, limit: int = 100) -> list[Job]:
@@ -407,8 +411,6 @@ class Afterward:
 
     def result(self, job_id: str) -> Any:
         """The decoded return value of a completed job (None otherwise)."""
-        from afterward.serialization import decode_value
-
         job = self.get_job(job_id)
         return decode_value(job.result) if job is not None and job.result is not None else None
 

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from afterward import Afterward, RetryPolicy, task
+from tests.apps._append import append_line
 
 __all__ = [
     "CHAOS_MAX_ATTEMPTS",
@@ -54,27 +55,18 @@ def _dir() -> Path:
     return Path(os.environ["CHAOS_DIR"])
 
 
-def _log(path: Path, line: str) -> None:
-    # One write() with O_APPEND per line: lines of concurrent processes never interleave.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        os.write(fd, line.encode() + b"\n")
-    finally:
-        os.close(fd)
-
-
 @task(max_attempts=3)
 def hold(key: str) -> str:
     """Log the start, wait (bounded) for this process's go-file, log the end."""
     pid = os.getpid()
-    _log(_dir() / "hold.log", f"start {key} {pid}")
+    append_line(_dir() / "hold.log", f"start {key} {pid}")
     go = _dir() / f"go-{pid}"
     deadline = time.monotonic() + 60
     while not go.exists():
         if time.monotonic() > deadline:
             raise TimeoutError(f"{go} never appeared")
         time.sleep(0.01)
-    _log(_dir() / "hold.log", f"done {key} {pid}")
+    append_line(_dir() / "hold.log", f"done {key} {pid}")
     return f"{key} by {pid}"
 
 
@@ -82,14 +74,14 @@ def hold(key: str) -> str:
 async def hold_once(key: str) -> str:
     """``hold`` as a coroutine with a single attempt (a worker's stop can cancel it)."""
     pid = os.getpid()
-    _log(_dir() / "hold.log", f"start {key} {pid}")
+    append_line(_dir() / "hold.log", f"start {key} {pid}")
     go = _dir() / f"go-{pid}"
     deadline = time.monotonic() + 60
     while not go.exists():
         if time.monotonic() > deadline:
             raise TimeoutError(f"{go} never appeared")
         await asyncio.sleep(0.01)
-    _log(_dir() / "hold.log", f"done {key} {pid}")
+    append_line(_dir() / "hold.log", f"done {key} {pid}")
     return f"{key} by {pid}"
 
 

@@ -17,21 +17,13 @@ import uuid
 from fastapi import FastAPI
 
 from afterward import Afterward, BackgroundTasks, task
+from tests.apps._append import append_line
 
 tasks = Afterward(
     os.environ["AFTERWARD_URL"],
     rescue_interval=float(os.environ.get("KILL_APP_RESCUE_INTERVAL", "0.5")),
 )
 app = FastAPI(lifespan=tasks.lifespan)
-
-
-def _log(path: str, line: str) -> None:
-    # One write() per line with O_APPEND: lines from concurrent processes never interleave.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        os.write(fd, line.encode() + b"\n")
-    finally:
-        os.close(fd)
 
 
 # Each server that starts rescues the jobs of the servers killed before it and runs them,
@@ -41,9 +33,9 @@ def _log(path: str, line: str) -> None:
 def deliver(key: str) -> str:
     """The side effect: started, then (after a while) done, both logged with this pid."""
     effects = os.environ["KILL_APP_EFFECTS"]
-    _log(effects, f"start {key} {os.getpid()}")
+    append_line(effects, f"start {key} {os.getpid()}")
     time.sleep(float(os.environ.get("KILL_APP_TASK_SECONDS", "0.05")))
-    _log(effects, f"done {key} {os.getpid()}")
+    append_line(effects, f"done {key} {os.getpid()}")
     return key
 
 

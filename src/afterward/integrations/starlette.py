@@ -44,12 +44,6 @@ def afterward_for(app: Any) -> Afterward:
     return found if isinstance(found, Afterward) else default_afterward()
 
 
-def current_afterward() -> Afterward:
-    """The ``Afterward`` of the request being handled, else the process-wide default."""
-    rt = _current.get()
-    return rt.afterward if rt is not None else default_afterward()
-
-
 class _Group:
     """The steps of one task object: stored together, run in order as one chain."""
 
@@ -100,7 +94,7 @@ class _Group:
 
 async def _run_unstored(afterward: Afterward, chain: list[PreparedCall]) -> None:
     for call in chain:
-        if call.payload is None and await afterward._run_in_process(call) is not None:
+        if call.payload is None and await afterward.run_in_process(call) is not None:
             return
 
 
