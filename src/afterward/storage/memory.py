@@ -147,7 +147,7 @@ class MemoryStorage(Storage):
         nid = job.chain_next
         while nid:
             nxt = self._jobs.get(nid)
-            if nxt is None or nxt.state.finished:
+            if nxt is None or nxt.state not in _WAITING:  # as SQLite: only unstarted steps
                 return
             self._put(
                 nxt,

@@ -74,12 +74,13 @@ WHERE id = :id AND state = 'running' AND lease_token = :token AND lease_owner = 
 RETURNING id
 
 -- name: jobs_lost --
--- Running jobs whose lease expired or whose owner is known to be dead.
+-- Running jobs whose lease expired (or never had one) or whose owner is known to be dead.
 SELECT id, lease_token, attempt, max_attempts, lease_owner,
        lease_owner IN (SELECT value FROM json_each(:dead)) AS owner_dead
 FROM afterward_jobs
 WHERE state = 'running'
-  AND (lease_expires_at < :now OR lease_owner IN (SELECT value FROM json_each(:dead)))
+  AND (lease_expires_at IS NULL OR lease_expires_at < :now
+       OR lease_owner IN (SELECT value FROM json_each(:dead)))
 LIMIT :limit
 
 -- name: job_cancel --
