@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from afterward.errors import ConfigurationError
-from afterward.jobs import JobState
+from afterward.errors import ConfigurationError, StorageError
+from afterward.jobs import JobState, NewJob
 from afterward.storage import storage_from_url
 from afterward.storage.base import JobsList
 from afterward.storage.sqlite import SQLiteStorage
@@ -214,3 +214,31 @@ def test_a_bad_url_names_the_url_and_the_fix(url: str, fix: str) -> None:
     message = str(info.value)
     assert repr(url) in message, message
     assert fix in message, message
+
+
+@pytest.mark.parametrize("query", ["", "?durability=full"])
+def test_a_failing_call_in_a_shared_transaction_keeps_the_others(
+    tmp_path: Path, query: str
+) -> None:
+    """Calls made together share one commit; one that fails must not undo the rest."""
+
+    def job(i: str) -> NewJob:
+        return NewJob(id=i, task="m:f", payload="[]", run_at=0.0)
+
+    for storage in _open(f"sqlite:///{tmp_path / 'b.db'}{query}"):
+
+        async def main(storage: SQLiteStorage = storage) -> list[object]:
+            await storage.job_insert_many([job("dup")], 0.0)
+            return await asyncio.gather(
+                storage.job_insert_many([job("a")], 0.0),
+                storage.job_insert_many([job("dup")], 0.0),  # the id exists: fails
+                storage.job_insert_many([job("b"), job("c")], 0.0),
+                return_exceptions=True,
+            )
+
+        outcomes = asyncio.run(main())
+        assert outcomes[0] is None
+        assert outcomes[2] is None
+        assert isinstance(outcomes[1], StorageError | sqlite3.IntegrityError)
+        ids = {j.id for j in storage.call_sync("jobs_list", JobsList((), None, 10))}
+        assert ids == {"dup", "a", "b", "c"}

@@ -2,8 +2,8 @@
 
 Concurrent requests, claims and completions that arrive while a transaction runs are
 committed together by the next one (group commit), so the per-call cost of a commit is
-shared. Each call runs inside its own savepoint, so one failing call does not undo the
-others in its batch. A caller learns its result only after COMMIT returned.
+shared. One failing call does not undo the others in its batch (see ``run_ops``). A
+caller learns its result only after COMMIT returned.
 """
 
 from __future__ import annotations
@@ -82,12 +82,29 @@ def _hand_over(batch: list[Any]) -> None:
 def run_ops(conn: sqlite3.Connection, ops: list[tuple[Op, T]]) -> list[tuple[T, bool, Any]]:
     """Run each op inside the open transaction; returns (target, succeeded, value or error).
 
-    With several ops, each runs in a savepoint so one that fails leaves the others' changes
-    in place. A lone op's exception propagates, failing the whole transaction.
+    With several ops, one that fails must leave the others' changes in place. Ops only
+    touch the database, so the batch first runs in a single savepoint; only if an op raises
+    is it rolled back and run again with a savepoint per op (one per op costs a statement
+    pair per call on the common path). A lone op's exception propagates, failing the whole
+    transaction.
     """
     if len(ops) == 1:
         op, target = ops[0]
         return [(target, True, op(conn))]
+    conn.execute("SAVEPOINT batch")
+    try:
+        results: list[tuple[T, bool, Any]] = [(target, True, op(conn)) for op, target in ops]
+    except Exception:
+        conn.execute("ROLLBACK TO batch")
+        conn.execute("RELEASE batch")
+        return _run_ops_one_by_one(conn, ops)
+    conn.execute("RELEASE batch")
+    return results
+
+
+def _run_ops_one_by_one(
+    conn: sqlite3.Connection, ops: list[tuple[Op, T]]
+) -> list[tuple[T, bool, Any]]:
     results: list[tuple[T, bool, Any]] = []
     for op, target in ops:
         conn.execute("SAVEPOINT op")
