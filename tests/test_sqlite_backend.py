@@ -227,7 +227,7 @@ def test_a_failing_call_in_a_shared_transaction_keeps_the_others(
 
     for storage in _open(f"sqlite:///{tmp_path / 'b.db'}{query}"):
 
-        async def main(storage: SQLiteStorage = storage) -> list[object]:
+        async def main(storage: SQLiteStorage = storage) -> tuple[object, ...]:
             await storage.job_insert_many([job("dup")], 0.0)
             return await asyncio.gather(
                 storage.job_insert_many([job("a")], 0.0),

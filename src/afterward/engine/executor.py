@@ -9,17 +9,16 @@ discarded as a dead letter), a timeout, or an unknown task name.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import functools
 import inspect
 import logging
 import threading
 import traceback
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from afterward._clock import Clock
+from afterward.engine.threads import SyncPool
 from afterward.errors import PayloadError, Retry
 from afterward.jobs import Job
 from afterward.registry import Registry, options_of
@@ -56,10 +55,9 @@ class Executor:
         self.owner = owner
         self.retry = retry
         self.lease_seconds = lease_seconds
-        self._pool = ThreadPoolExecutor(sync_threads, thread_name_prefix="afterward-task")
+        self._pool = SyncPool(sync_threads, "afterward-task")
         self._held: dict[str, int] = {}
         self._lock = threading.Lock()
-        self._in_threads = 0
 
     # -- leases held by this owner --------------------------------------------------------
 
@@ -80,27 +78,15 @@ class Executor:
 
     def threads_busy(self) -> int:
         """How many sync calls are still running in the pool (a thread cannot be stopped)."""
-        with self._lock:
-            return self._in_threads
-
-    def _counted(self, fn: Callable[[], Any]) -> Any:
-        with self._lock:
-            self._in_threads += 1
-        try:
-            return fn()
-        finally:
-            with self._lock:
-                self._in_threads -= 1
+        return self._pool.busy()
 
     def shutdown(self) -> None:
         """Stop the sync thread pool (running sync tasks finish in the background)."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown()
 
     async def in_pool(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` in afterward's own thread pool (never the web server's)."""
-        ctx = contextvars.copy_context()
-        call = functools.partial(self._counted, functools.partial(ctx.run, fn))
-        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+        return await self._pool.run(fn)
 
     # -- running ----------------------------------------------------------------------------
 
@@ -176,9 +162,7 @@ class Executor:
                 return await asyncio.wait_for(coro, timeout)
             except TimeoutError:
                 raise _Timeout from None
-        ctx = contextvars.copy_context()
-        call = functools.partial(self._counted, functools.partial(ctx.run, func, *args, **kwargs))
-        fut = asyncio.get_running_loop().run_in_executor(self._pool, call)
+        fut = self._pool.run(functools.partial(func, *args, **kwargs))
         if timeout is None:
             return await fut
         try:
