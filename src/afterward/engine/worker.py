@@ -5,7 +5,6 @@ rescue the jobs of dead workers, prune old finished jobs, and shut down graceful
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,7 +44,7 @@ class Worker:
         self._running: set[asyncio.Task[None]] = set()
         self._slots: asyncio.Semaphore | None = None
         self._inflight = 0
-        self._wake: asyncio.Event | None = None
+        self._wake: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
         self._unlisten: Callable[[], None] | None = None
@@ -62,19 +61,27 @@ class Worker:
             return
         try:
             if asyncio.get_running_loop() is loop:
-                event.set()
+                self._wake_here()
                 return
         except RuntimeError:
             pass
         try:
-            loop.call_soon_threadsafe(event.set)
+            loop.call_soon_threadsafe(self._wake_here)
         except RuntimeError:  # loop closed meanwhile
             pass
+
+    def _wake_here(self) -> None:
+        # A bare future rather than Event + wait_for: the claim loop resumes in the very next
+        # loop iteration, so its claim joins the same SQLite transaction as the completions
+        # that freed the slots (one commit, not two, per round of finished tasks).
+        waiter = self._wake
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def start(self) -> None:
         """Start the claim, heartbeat and maintenance loops on the running event loop."""
         self._loop = asyncio.get_running_loop()
-        self._wake = asyncio.Event()
+        self._wake = self._loop.create_future()
         self._stopping = False
         # Other processes storing work wake this loop at once; polling is the fallback.
         self._unlisten = self.storage.listen(self.wake)
@@ -96,7 +103,7 @@ class Worker:
         grace = self.settings.shutdown_grace if grace is None else grace
         self._stopping = True
         if self._wake is not None:
-            self._wake.set()
+            self._wake_here()
         if self._main is not None:
             await asyncio.gather(self._main, return_exceptions=True)
         if self._running:
@@ -117,12 +124,15 @@ class Worker:
 
     async def _claim_loop(self) -> None:
         s = self.settings
-        assert self._wake is not None
+        loop = asyncio.get_running_loop()
         # Claim only as many jobs as there are idle slots: an attempt is charged at claim, so
         # a job claimed ahead of time would be charged for a crash it never saw. A slot counts
         # as idle once its function returned, while its outcome is still being stored.
         self._slots = asyncio.Semaphore(s.concurrency)
         while not self._stopping:
+            # A fresh waiter before claiming: a slot freed while the claim is in flight
+            # sets it, so that wake-up is not lost.
+            waiter = self._wake = loop.create_future()
             free = s.concurrency - self._inflight
             jobs: list[Job] = []
             if free > 0:
@@ -150,16 +160,18 @@ class Worker:
                     task.add_done_callback(self._done)
             if jobs and len(jobs) == free:
                 continue
-            self._wake.clear()
             if self._stopping:
                 break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), s.poll_interval)
+            if not waiter.done():
+                timer = loop.call_later(s.poll_interval, self._wake_here)
+                try:
+                    await waiter
+                finally:
+                    timer.cancel()
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
-        if self._wake is not None:
-            self._wake.set()
+        self._wake_here()
         if not task.cancelled() and task.exception() is not None:
             log.error("job runner crashed", exc_info=task.exception(), extra={"action": "run"})
 
@@ -186,8 +198,7 @@ class Worker:
                     held[0] = False
                     slots.release()
                     self._inflight -= 1
-                    if self._wake is not None:
-                        self._wake.set()
+                    self._wake_here()
 
             try:
                 if self._stopping and current is first:  # claimed, never started

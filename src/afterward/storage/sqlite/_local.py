@@ -22,8 +22,12 @@ from afterward.storage.sqlite._writer import Op, Writer, run_ops
 
 __all__ = ["LocalRunner"]
 
-_RETRY_DELAY = 0.0002
-_RETRIES_ON_LOOP = 40  # about 10 ms of retries before the batch moves to the I/O thread
+# Another process's write transaction usually lasts well under a millisecond, and a timer
+# cannot wait less than one (the loop's timeouts are whole milliseconds): so retry on the
+# next loop iterations for a short while, then every millisecond, then hand over.
+_SPIN_SECONDS = 0.0005
+_RETRY_DELAY = 0.001
+_ON_LOOP_SECONDS = 0.010  # then the batch moves to the I/O thread, which waits properly
 _LOCKED_DEADLINE = 60.0
 
 _Item = tuple[Op, bool, "asyncio.Future[Any]"]
@@ -35,13 +39,13 @@ def _busy(e: sqlite3.OperationalError) -> bool:
 
 
 class _LoopState:
-    __slots__ = ("items", "loop", "retries", "scheduled")
+    __slots__ = ("busy_since", "items", "loop", "scheduled")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.items: list[_Item] = []
         self.scheduled = False
-        self.retries = 0
+        self.busy_since: float | None = None
 
 
 class LocalRunner:
@@ -134,17 +138,22 @@ class LocalRunner:
                 return
             # Another process holds the write lock: keep the loop free and try again soon,
             # together with whatever arrives meanwhile; then let the I/O thread wait for it.
-            state.retries += 1
-            if state.retries > _RETRIES_ON_LOOP:
-                state.retries = 0
+            now = time.monotonic()
+            if state.busy_since is None:
+                state.busy_since = now
+            waited = now - state.busy_since
+            if waited > _ON_LOOP_SECONDS:
+                state.busy_since = None
                 self._hand_to_writer(items, loop)
                 return
             state.items = items + state.items
-            if not state.scheduled:
-                state.scheduled = True
-                loop.call_later(_RETRY_DELAY * state.retries, self._flush, state, loop)
+            state.scheduled = True
+            if waited < _SPIN_SECONDS:
+                loop.call_soon(self._flush, state, loop)
+            else:
+                loop.call_later(_RETRY_DELAY, self._flush, state, loop)
             return
-        state.retries = 0
+        state.busy_since = None
         try:
             results = run_ops(conn, [(op, fut) for op, _, fut in items])
             conn.execute("COMMIT")
