@@ -30,14 +30,20 @@ def runs_reach(path: Path, n: int) -> Callable[[], bool]:
 
 
 @pytest.mark.slow
-def test_an_idle_worker_in_another_process_is_woken_by_each_enqueue(tmp_path: Path) -> None:
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_an_idle_worker_in_another_process_is_woken_by_each_enqueue(
+    tmp_path: Path, loop: str
+) -> None:
     url = f"sqlite:///{tmp_path / 'jobs.db'}"
     out = tmp_path / "starts.txt"
     env = {"AFTERWARD_URL": url, "WAKE_APP_OUT": str(out)}
     producer = Afterward(url, worker="off", env=EnvSettings())
     with processes(tmp_path / "logs", env) as procs:
         worker = procs.start(
-            afterward_command("worker", "tests.apps.wake_app:tasks", "--poll", "30"), "worker"
+            afterward_command(
+                "worker", "tests.apps.wake_app:tasks", "--poll", "30", "--loop", loop
+            ),
+            "worker",
         )
         # The worker is listening once its first maintenance pass ran; a first job shows it.
         producer.enqueue(wake_app.stamp, time.time())
