@@ -14,7 +14,7 @@ import threading
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Generic, ParamSpec, TypeVar
+from typing import Any, Generic, NamedTuple, ParamSpec, TypeVar
 
 from afterward._clock import Clock, SystemClock
 from afterward.config import EnvSettings
@@ -74,6 +74,14 @@ class PreparedCall:
     priority: int = 0
     max_attempts: int = 5
     timeout: float | None = None
+
+
+class _Spec(NamedTuple):
+    name: str
+    queue: str
+    priority: int
+    max_attempts: int
+    timeout: float | None
 
 
 # Adapters (Starlette, FastAPI) register what ``running(app)`` must do to a web app.
@@ -153,6 +161,7 @@ class Afterward:
         self._thread_loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.RLock()
         self._closed = False
+        self._specs: dict[Callable[..., Any], _Spec] = {}
         #: Called after ``enqueue``/``enqueue_many`` stored jobs (``testing.inline`` uses it).
         self.after_enqueue: Callable[[], object] | None = None
 
@@ -175,12 +184,55 @@ class Afterward:
         ``TypeError`` for a non-callable, ``NotStorableError`` in strict mode for a call
         that could only run in-process; otherwise such a call gets one warning.
         """
+        spec = self._spec(func)
+        if spec is None:
+            return self._unstorable(func, args, kwargs)
+        name = spec.name
+        call = PreparedCall(
+            TaskHandle(new_job_id(), name), func, args, kwargs, None,
+            spec.queue, spec.priority, spec.max_attempts, spec.timeout,
+        )  # fmt: skip
+        try:
+            call.payload = encode_payload(name, args, kwargs, max_bytes=self.max_payload_bytes)
+        except Unstorable as e:
+            return self._in_process(
+                call,
+                f"{e.where} = {_short(e.value)} is not data and cannot be stored; pass "
+                "the values the task needs (ids, strings, models) and open resources inside it",
+            )
+        return call
+
+    def _spec(self, func: Callable[..., Any]) -> _Spec | None:
+        """Name and options of a storable function, worked out once per function."""
+        try:
+            return self._specs[func]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable callable object: never storable
+            return None
+        name = storable_name(func) if callable(func) else None
+        if name is None:
+            return None
+        opts = options_of(func) or _NO_OPTIONS
+        spec = _Spec(
+            name,
+            opts.queue or "default",
+            opts.priority or 0,
+            opts.max_attempts or self.max_attempts,
+            opts.timeout if opts.timeout is not None else self.timeout,
+        )
+        self.registry.register(func)
+        self._specs[func] = spec
+        return spec
+
+    def _unstorable(
+        self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> PreparedCall:
         if not callable(func):
             raise TypeError(f"add_task needs a function to call later, got {func!r}")
-        name = storable_name(func)
         opts = options_of(func) or _NO_OPTIONS
         call = PreparedCall(
-            handle=TaskHandle(new_job_id(), name or _describe(func), durable=True),
+            handle=TaskHandle(new_job_id(), _describe(func), durable=True),
             func=func,
             args=args,
             kwargs=kwargs,
@@ -190,31 +242,21 @@ class Afterward:
             max_attempts=opts.max_attempts or self.max_attempts,
             timeout=opts.timeout if opts.timeout is not None else self.timeout,
         )
-        if name is None:
-            return self._in_process(
-                call,
-                f"{_describe(func)} has no import path a worker could find it by "
-                "(a lambda, closure, method or partial); define it at module level",
-            )
-        try:
-            call.payload = encode_payload(name, args, kwargs, max_bytes=self.max_payload_bytes)
-        except Unstorable as e:
-            return self._in_process(
-                call,
-                f"{e.where} = {_short(e.value)} is not data and cannot be stored; pass "
-                "the values the task needs (ids, strings, models) and open resources inside it",
-            )
-        self.registry.register(func)
-        return call
+        return self._in_process(
+            call,
+            f"{_describe(func)} has no import path a worker could find it by "
+            "(a lambda, closure, method or partial); define it at module level",
+            depth=1,
+        )
 
-    def _in_process(self, call: PreparedCall, why: str) -> PreparedCall:
+    def _in_process(self, call: PreparedCall, why: str, depth: int = 0) -> PreparedCall:
         if self.strict:
             raise NotStorableError(f"strict mode: {why}.")
         warnings.warn(
             f"afterward will run {call.handle.task} in this process only, like Starlette, "
             f"and it is lost if the process stops: {why}.",
             AfterwardWarning,
-            stacklevel=4,
+            stacklevel=4 + depth,  # the caller of add_task/BackgroundTask/enqueue
         )
         call.handle = TaskHandle(call.handle.id, call.handle.task, durable=False)
         return call
@@ -334,22 +376,31 @@ class Afterward:
 
     # -- the enqueue API (scripts, other services) -----------------------------------------
 
-    def _available(self, calls: Iterable[Call[Any]]) -> list[tuple[PreparedCall, NewJob]]:
+    def _available(self, calls: Iterable[Call[Any]]) -> tuple[list[TaskHandle], list[NewJob]]:
         now = self.clock.now()
-        out = []
+        handles: list[TaskHandle] = []
+        jobs: list[NewJob] = []
+        limit = self.max_payload_bytes
         for c in calls:
-            p = self.prepare(c.func, c.args, c.kwargs)
-            if p.payload is None:
+            spec = self._spec(c.func)
+            try:
+                if spec is None:
+                    raise Unstorable("", None)
+                payload = encode_payload(spec.name, c.args, c.kwargs, max_bytes=limit)
+            except Unstorable:
+                p = self.prepare(c.func, c.args, c.kwargs)  # warns, or raises in strict mode
                 raise NotStorableError(
                     f"enqueue cannot run {p.handle.task} later: it cannot be stored "
                     "(see the warning above); pass stored values or call it directly"
-                )
+                ) from None
+            job_id = new_job_id()
+            handles.append(TaskHandle(job_id, spec.name))
             job = NewJob(
-                p.handle.id, p.handle.task, p.payload, p.queue, p.priority, p.max_attempts,
-                p.timeout, now,
+                job_id, spec.name, payload, spec.queue, spec.priority, spec.max_attempts,
+                spec.timeout, now,
             )  # fmt: skip
-            out.append((p, job))
-        return out
+            jobs.append(job)
+        return handles, jobs
 
     def enqueue(self, func: Callable[P, Any], *args: P.args, **kwargs: P.kwargs) -> TaskHandle:
         """Store one job for a worker to run; blocking, returns once it is committed."""
@@ -357,12 +408,12 @@ class Afterward:
 
     def enqueue_many(self, calls: Iterable[Call[Any]]) -> list[TaskHandle]:
         """Store many jobs in one transaction (all or none); blocking."""
-        items = self._available(calls)
-        self.storage.call_sync("job_insert_many", [j for _, j in items], self.clock.now())
+        handles, jobs = self._available(calls)
+        self.storage.call_sync("job_insert_many", jobs, self.clock.now())
         self._wake()
         if self.after_enqueue is not None:
             self.after_enqueue()
-        return [p.handle for p, _ in items]
+        return handles
 
     async def aenqueue(
         self, func: Callable[P, Any], *args: P.args, **kwargs: P.kwargs
@@ -372,10 +423,10 @@ class Afterward:
 
     async def aenqueue_many(self, calls: Iterable[Call[Any]]) -> list[TaskHandle]:
         """Async ``enqueue_many``."""
-        items = self._available(calls)
-        await self.storage.job_insert_many([j for _, j in items], self.clock.now())
+        handles, jobs = self._available(calls)
+        await self.storage.job_insert_many(jobs, self.clock.now())
         self._wake()
-        return [p.handle for p, _ in items]
+        return handles
 
     # -- status -----------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = ["TRANSITIONS", "Job", "JobState", "NewJob", "can_transition", "new_job_id"]
 
@@ -78,12 +78,19 @@ def new_job_id() -> str:
     counter, then 10 random ones."""
     global _counter
     _counter = (_counter + 1) & 0xFFFF
-    return f"{time.time_ns() // 1_000_000:012x}{_counter:04x}{_rng.getrandbits(40):010x}"
+    # One number formatted once: three separate hex fields cost twice as much per job.
+    return "%026x" % ((_time_ns() // 1_000_000) << 56 | _counter << 40 | _rng.getrandbits(40))
 
 
-@dataclass(frozen=True, slots=True)
-class NewJob:
-    """A job as the caller hands it to storage."""
+_time_ns = time.time_ns
+
+
+class NewJob(NamedTuple):
+    """A job as the caller hands it to storage.
+
+    A named tuple rather than a frozen dataclass: one is built per enqueued job, and a
+    frozen dataclass costs several times more to create (``enqueue_many`` is bulk work).
+    """
 
     id: str
     task: str

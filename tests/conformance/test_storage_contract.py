@@ -8,12 +8,14 @@ the harness.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import pytest
 
 from afterward.errors import StorageError
 from afterward.jobs import Job, JobState
+from afterward.storage.base import JobComplete
 from tests.conformance._harness import LEASE, T0, Store, new
 
 S = JobState
@@ -171,6 +173,34 @@ def test_complete_records_result_and_clears_the_lease(store: Store) -> None:
     assert (done.lease_owner, done.lease_expires_at) == (None, None)
     assert store.complete(a, now=T0 + 4) == (False, None)
     assert store.get("a") == done
+
+
+def test_completions_made_together_each_get_their_own_outcome(store: Store) -> None:
+    """Backends may store completions of one moment together; each caller still learns
+    its own outcome: results, a chain's next step, and a stale token refused."""
+    store.insert([new(i) for i in ("p", "q", "stale")])
+    chain(store, "a", "b")
+    jobs = {j.id: j for j in store.claim(limit=10)}
+    assert set(jobs) == {"p", "q", "stale", "a"}
+    store.complete(jobs["stale"], now=T0 + 1)  # already completed: a repeat is refused
+    calls = [
+        JobComplete("p", jobs["p"].lease_token, T0 + 2, '"P"'),
+        JobComplete("a", jobs["a"].lease_token, T0 + 2, None, "w1", T0 + 2 + LEASE),
+        JobComplete("stale", jobs["stale"].lease_token, T0 + 2),
+        JobComplete("q", jobs["q"].lease_token, T0 + 3, '"Q"'),
+    ]
+
+    async def together() -> list[tuple[bool, Job | None]]:
+        return list(await asyncio.gather(*(store.storage.job_complete(c) for c in calls)))
+
+    (p_ok, p_next), (a_ok, b), stale, (q_ok, q_next) = store.run(together())
+    assert (p_ok, p_next, a_ok, q_ok, q_next) == (True, None, True, True, None)
+    assert stale == (False, None)
+    assert b is not None
+    assert (b.id, b.state, b.lease_owner) == ("b", S.RUNNING, "w1")
+    assert (store.get("p").result, store.get("p").finished_at) == ('"P"', T0 + 2)
+    assert (store.get("q").result, store.get("q").finished_at) == ('"Q"', T0 + 3)
+    assert store.get("stale").finished_at == T0 + 1
 
 
 # -- fencing ------------------------------------------------------------------------------

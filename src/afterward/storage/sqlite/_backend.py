@@ -9,9 +9,11 @@ fsync per commit.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -63,6 +65,41 @@ def _row_to_job(row: sqlite3.Row) -> Job:
     )  # fmt: skip
 
 
+class _Completions:
+    """``job_complete`` calls of one loop iteration, stored by one statement."""
+
+    __slots__ = ("lock", "params", "taken", "waiters")
+
+    def __init__(self, first: JobComplete, fut: asyncio.Future[Any]) -> None:
+        # The op may run on the I/O thread (after a long lock wait): the lock keeps a call
+        # from joining a batch whose statement already ran.
+        self.lock = threading.Lock()
+        self.params = [first]
+        self.waiters = [fut]
+        self.taken = False
+
+    def join(self, params: JobComplete, fut: asyncio.Future[Any]) -> bool:
+        with self.lock:
+            if self.taken:
+                return False
+            self.params.append(params)
+            self.waiters.append(fut)
+            return True
+
+    def settle(self, shared: asyncio.Future[list[Any]]) -> None:
+        error = None if shared.cancelled() else shared.exception()
+        results = shared.result() if error is None and not shared.cancelled() else None
+        for i, fut in enumerate(self.waiters):
+            if fut.done():
+                continue
+            if results is not None:
+                fut.set_result(results[i])
+            elif error is not None:
+                fut.set_exception(error)
+            else:
+                fut.cancel()
+
+
 def _dumps(error: dict[str, Any]) -> str:
     return json.dumps(error, ensure_ascii=False, default=str)
 
@@ -79,6 +116,7 @@ class SQLiteStorage(Storage):
         self._writer: Writer | None = None
         self._wake = WakeChannel(os.path.realpath(path))
         self._commits = 0
+        self._completing: dict[asyncio.AbstractEventLoop, _Completions] = {}
         self._checkpointing = False
         self._wal_path = os.path.abspath(path) + "-wal"
         self._local: LocalRunner | None = (
@@ -201,30 +239,12 @@ class SQLiteStorage(Storage):
 
     def _op_job_insert_many(self, jobs: Sequence[NewJob], now: float) -> tuple[Op, bool]:
         rows = [
-            (
-                n.id,
-                n.queue,
-                n.task,
-                n.payload,
-                "running"
-                if n.owner is not None
-                else "scheduled"
-                if n.run_at is None or n.run_at > now
-                else "available",
-                n.priority,
-                0 if n.owner is None else 1,
-                n.max_attempts,
-                n.timeout,
-                n.run_at,
-                now,
-                None if n.owner is None else now,
-                n.owner,
-                0 if n.owner is None else 1,
-                None if n.owner is None else n.lease_expires_at,
-                n.chain_next,
-            )
+            (*n[:10], None, "scheduled" if n.run_at is None or n.run_at > now else "available",
+             0, now, None, 0)
+            if n.owner is None
+            else (*n, "running", 1, now, now, 1)
             for n in jobs
-        ]
+        ]  # fmt: skip
 
         def op(conn: sqlite3.Connection) -> None:
             conn.executemany(Q["job_insert"], rows)
@@ -254,24 +274,40 @@ class SQLiteStorage(Storage):
             ).fetchone()
             if row is None:
                 return False, None
-            nxt = row[0]
-            if nxt is None:
-                return True, None
-            if p.next_owner is None:
-                conn.execute(Q["chain_release"], {"id": nxt, "now": p.now})
-                return True, None
-            claimed = conn.execute(
-                Q["chain_claim"],
-                {
-                    "id": nxt,
-                    "now": p.now,
-                    "owner": p.next_owner,
-                    "expires": p.next_lease_expires_at or p.now,
-                },
-            ).fetchone()
-            return True, _row_to_job(claimed) if claimed is not None else None
+            return True, self._chain_next(conn, p, row[0])
 
         return op, True
+
+    def _complete_batch(self, batch: _Completions, conn: sqlite3.Connection) -> list[Any]:
+        with batch.lock:
+            batch.taken = True
+            params = list(batch.params)
+        if len(params) == 1:
+            return [self._op_job_complete(params[0])[0](conn)]
+        items = json.dumps([[p.id, p.token, p.now, p.result] for p in params])
+        done = dict(conn.execute(Q["jobs_complete_many"], {"items": items}).fetchall())
+        return [
+            (True, self._chain_next(conn, p, done[p.id])) if p.id in done else (False, None)
+            for p in params
+        ]
+
+    @staticmethod
+    def _chain_next(conn: sqlite3.Connection, p: JobComplete, nxt: str | None) -> Job | None:
+        if nxt is None:
+            return None
+        if p.next_owner is None:
+            conn.execute(Q["chain_release"], {"id": nxt, "now": p.now})
+            return None
+        claimed = conn.execute(
+            Q["chain_claim"],
+            {
+                "id": nxt,
+                "now": p.now,
+                "owner": p.next_owner,
+                "expires": p.next_lease_expires_at or p.now,
+            },
+        ).fetchone()
+        return _row_to_job(claimed) if claimed is not None else None
 
     @staticmethod
     def _cancel_chain(conn: sqlite3.Connection, nxt: str | None, now: float, reason: str) -> None:
@@ -414,7 +450,19 @@ class SQLiteStorage(Storage):
 
     async def job_complete(self, params: JobComplete) -> tuple[bool, Job | None]:
         """See ``Storage.job_complete``."""
-        return await self._call("job_complete", params)  # type: ignore[no-any-return]
+        if self._local is None:
+            return await self._call("job_complete", params)  # type: ignore[no-any-return]
+        # Completions made during one loop iteration share one UPDATE, not one each.
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[tuple[bool, Job | None]] = loop.create_future()
+        batch = self._completing.get(loop)
+        if batch is None or not batch.join(params, fut):
+            for old in [lp for lp in self._completing if lp.is_closed()]:
+                del self._completing[old]
+            batch = self._completing[loop] = _Completions(params, fut)
+            shared = self._local.run_async(functools.partial(self._complete_batch, batch), True)
+            shared.add_done_callback(batch.settle)
+        return await fut
 
     async def job_fail(self, params: JobFail) -> bool:
         """See ``Storage.job_fail``."""

@@ -1,7 +1,9 @@
 -- name: job_insert --
--- Store one new job; positional (bulk inserts bind a tuple per row, much cheaper than a dict).
-INSERT INTO afterward_jobs (id, queue, task, payload, state, priority, attempt, max_attempts,
-    timeout, run_at, created_at, attempted_at, lease_owner, lease_token, lease_expires_at, chain_next)
+-- Store one new job; positional (bulk inserts bind a tuple per row, much cheaper than a dict):
+-- the fields of NewJob in their order, then state, attempt, created_at, attempted_at, token.
+INSERT INTO afterward_jobs (id, task, payload, queue, priority, max_attempts, timeout, run_at,
+    chain_next, lease_owner, lease_expires_at, state, attempt, created_at, attempted_at,
+    lease_token)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 
 -- name: job_claim --
@@ -24,6 +26,16 @@ SET state = 'completed', finished_at = :now, result = :result,
     lease_owner = NULL, lease_expires_at = NULL
 WHERE id = :id AND state = 'running' AND lease_token = :token
 RETURNING chain_next
+
+-- name: jobs_complete_many --
+-- job_complete for several jobs at once: items is a JSON array of [id, token, now, result].
+UPDATE afterward_jobs AS j
+SET state = 'completed', finished_at = json_extract(i.value, '$[2]'),
+    result = json_extract(i.value, '$[3]'), lease_owner = NULL, lease_expires_at = NULL
+FROM json_each(:items) AS i
+WHERE j.id = json_extract(i.value, '$[0]') AND j.lease_token = json_extract(i.value, '$[1]')
+  AND j.state = 'running'
+RETURNING id, chain_next
 
 -- name: chain_release --
 -- Make the next chain step available now that the step before it completed.
