@@ -74,7 +74,6 @@ def test_a_scheduled_job_whose_time_came_reads_as_available() -> None:
 def test_error_is_the_latest_recorded_failure() -> None:
     job = _job(S.RETRYABLE, 1.0)
     assert job.error is None
-    from dataclasses import replace
 
-    job = replace(job, errors=({"error": "first"}, {"error": "second"}))
+    job = job._replace(errors=({"error": "first"}, {"error": "second"}))
     assert job.error == {"error": "second"}

@@ -13,7 +13,7 @@ import logging
 import threading
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Generic, NamedTuple, ParamSpec, TypeVar
 
 from afterward._clock import Clock, SystemClock
@@ -444,7 +444,7 @@ class Afterward:
         state = job.effective_state(self.clock.now())
         if state is job.state:
             return job
-        return replace(job, state=state)
+        return job._replace(state=state)
 
     def list_jobs(self, *states: JobState, queue: str | None = None, limit: int = 100) -> list[Job]:
         """Jobs newest first, optionally only some states; blocking."""

@@ -40,7 +40,13 @@ _current: contextvars.ContextVar[RequestTasks | None] = contextvars.ContextVar(
 def afterward_for(app: Any) -> Afterward:
     """The ``Afterward`` installed on a web app, else the process-wide default."""
     state = getattr(app, "state", None)
-    found = getattr(state, "afterward", None) if state is not None else None
+    # Starlette's State keeps its attributes in a dict; a missing one raises (and builds)
+    # an AttributeError, which costs more than the rest of this lookup, once per request.
+    values = getattr(state, "_state", None)
+    if isinstance(values, dict):
+        found = values.get("afterward")
+    else:
+        found = getattr(state, "afterward", None) if state is not None else None
     return found if isinstance(found, Afterward) else default_afterward()
 
 

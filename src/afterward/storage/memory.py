@@ -6,7 +6,6 @@ contract means. Thread-safe: one lock guards every call.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -55,7 +54,7 @@ class MemoryStorage(Storage):
             return impl(*args)
 
     def _put(self, job: Job, **changes: Any) -> Job:
-        new = dataclasses.replace(job, **changes)
+        new = job._replace(**changes)
         self._jobs[job.id] = new
         return new
 
