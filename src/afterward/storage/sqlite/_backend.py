@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from afterward.errors import StorageError
 from afterward.jobs import Job, JobState, NewJob
 from afterward.storage._named_sql import load_migrations, load_queries
 from afterward.storage._wakeup import WakeChannel
@@ -131,11 +132,29 @@ class SQLiteStorage(Storage):
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-        conn.execute("PRAGMA journal_mode = WAL")
+        self._use_wal(conn)
         conn.execute(f"PRAGMA synchronous = {'FULL' if self.durability == 'full' else 'NORMAL'}")
         conn.execute("PRAGMA temp_store = MEMORY")
         self._migrate(conn)
         return conn
+
+    def _use_wal(self, conn: sqlite3.Connection) -> None:
+        # Switching a new file to WAL needs an exclusive lock, and SQLite may answer "locked"
+        # at once, without its busy handler, while other processes open the same new file.
+        deadline = time.monotonic() + max(self.busy_timeout, 1.0)
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) and "busy" not in str(e):
+                    raise
+                if time.monotonic() > deadline:
+                    raise StorageError(
+                        f"could not switch {self.path} to WAL mode: another process kept "
+                        f"it locked for {max(self.busy_timeout, 1.0):g}s"
+                    ) from e
+                time.sleep(0.005)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         conn.execute(
