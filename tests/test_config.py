@@ -4,6 +4,11 @@ with a message naming the variable and what to write instead.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from afterward import Afterward
@@ -94,3 +99,40 @@ def test_bad_constructor_arguments_are_refused(kwargs: dict[str, object], text: 
     with pytest.raises(ConfigurationError, match=None) as info:
         Afterward(env=EnvSettings(), **kwargs)  # type: ignore[arg-type]
     assert text in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("setting", "frozen"),
+    [("", True), ("gc_freeze=False", False), ("env:0", False), ("env:1", True)],
+)
+def test_the_startup_heap_is_frozen_once_unless_turned_off(
+    tmp_path: Path, setting: str, frozen: bool
+) -> None:
+    """Starting the app moves the start-up heap out of the cycle collector's reach."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AFTERWARD_")}
+    kwargs = ""
+    if setting.startswith("env:"):
+        env["AFTERWARD_GC_FREEZE"] = setting[4:]
+    else:
+        kwargs = setting
+    code = f"""
+import asyncio, gc
+from afterward import Afterward
+aw = Afterward("sqlite:///{tmp_path / "j.db"}", {kwargs})
+counts = [gc.get_freeze_count()]
+async def main():
+    for _ in range(2):  # a second start does not collect and freeze again
+        async with aw.running():
+            pass
+        counts.append(gc.get_freeze_count())
+asyncio.run(main())
+print(*counts)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    before, first, second = map(int, out.stdout.split())
+    assert before == 0
+    assert (first > 0) is frozen
+    assert second == first

@@ -22,6 +22,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from afterward._heap import freeze_startup_heap
 from afterward.app import Afterward, default_afterward
 from afterward.errors import ConfigurationError
 from afterward.jobs import Job, JobState
@@ -66,6 +67,8 @@ async def _run_worker(aw: Afterward, args: argparse.Namespace) -> None:
         settings = replace(settings, queues=tuple(args.queues.split(",")))
     settings = replace(settings, shutdown_grace=args.grace)
     await aw.storage.open()
+    if aw.gc_freeze:
+        freeze_startup_heap()
     worker = aw.new_worker(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

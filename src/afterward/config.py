@@ -8,6 +8,8 @@
 ``AFTERWARD_CONCURRENCY``  jobs one worker runs at once (default 32)
 ``AFTERWARD_LEASE``        seconds a claim lasts without a heartbeat (default 30)
 ``AFTERWARD_ALLOW``        comma-separated packages whose functions a worker may run
+``AFTERWARD_GC_FREEZE``    ``0``: do not freeze the start-up heap (``gc.freeze``) when
+                           a worker or web app starts (default on; see ``Afterward``)
 =========================  ===========================================================
 """
 
@@ -57,6 +59,7 @@ class EnvSettings:
     concurrency: int | None = None
     lease_seconds: float | None = None
     allow: tuple[str, ...] = ()
+    gc_freeze: bool | None = None
 
     @classmethod
     def read(cls, env: Mapping[str, str] | None = None) -> EnvSettings:
@@ -74,4 +77,5 @@ class EnvSettings:
             concurrency=int(concurrency) if concurrency is not None else None,
             lease_seconds=_number(env, "AFTERWARD_LEASE", float),
             allow=allow,
+            gc_freeze=_flag(env, "AFTERWARD_GC_FREEZE"),
         )
