@@ -47,18 +47,22 @@ class AfterwardWarning(UserWarning):
     """A task will run in-process only: it cannot be stored (see the message for why)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Call(Generic[P]):
-    """One call to enqueue in bulk: ``Call(func, *args, **kwargs)``."""
-
-    func: Callable[P, Any]
+class _CallFields(NamedTuple):
+    func: Callable[..., Any]
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
 
-    def __init__(self, func: Callable[P, Any], *args: P.args, **kwargs: P.kwargs) -> None:
-        object.__setattr__(self, "func", func)
-        object.__setattr__(self, "args", args)
-        object.__setattr__(self, "kwargs", kwargs)
+
+class Call(_CallFields, Generic[P]):
+    """One call to enqueue in bulk: ``Call(func, *args, **kwargs)``.
+
+    Immutable (a named tuple underneath: bulk enqueues build one per job).
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, func: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> Call[P]:
+        return tuple.__new__(cls, (func, args, kwargs))
 
 
 @dataclass(slots=True)

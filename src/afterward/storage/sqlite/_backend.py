@@ -257,16 +257,18 @@ class SQLiteStorage(Storage):
     # -- operations: each returns (function run on the I/O thread, whether it writes) -----
 
     def _op_job_insert_many(self, jobs: Sequence[NewJob], now: float) -> tuple[Op, bool]:
-        rows = [
-            (*n[:10], None, "scheduled" if n.run_at is None or n.run_at > now else "available",
-             0, now, None, 0)
-            if n.owner is None
-            else (*n, "running", 1, now, now, 1)
+        free = [
+            (*n[:9], "scheduled" if n.run_at is None or n.run_at > now else "available", now)
             for n in jobs
-        ]  # fmt: skip
+            if n.owner is None
+        ]
+        held = [(*n, "running", 1, now, now, 1) for n in jobs if n.owner is not None]
 
         def op(conn: sqlite3.Connection) -> None:
-            conn.executemany(Q["job_insert"], rows)
+            if free:
+                conn.executemany(Q["job_insert_unclaimed"], free)
+            if held:
+                conn.executemany(Q["job_insert"], held)
 
         return op, True
 

@@ -6,6 +6,12 @@ INSERT INTO afterward_jobs (id, task, payload, queue, priority, max_attempts, ti
     lease_token)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 
+-- name: job_insert_unclaimed --
+-- job_insert for jobs nobody holds yet (enqueue): attempt, lease and token keep their defaults.
+INSERT INTO afterward_jobs (id, task, payload, queue, priority, max_attempts, timeout, run_at,
+    chain_next, state, created_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+
 -- name: job_claim --
 -- Claim the due jobs with the highest priority, oldest first: count an attempt, take a lease.
 UPDATE afterward_jobs
