@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from afterward.errors import StorageError
 from afterward.jobs import Job, JobState, NewJob
 from afterward.storage._named_sql import load_migrations, load_queries
 from afterward.storage._wakeup import WakeChannel
@@ -36,7 +35,7 @@ from afterward.storage.base import (
     Storage,
 )
 from afterward.storage.sqlite._local import LocalRunner
-from afterward.storage.sqlite._writer import Op, Writer
+from afterward.storage.sqlite._writer import Op, Writer, execute_while_locked
 
 __all__ = ["SQLiteStorage"]
 
@@ -141,20 +140,14 @@ class SQLiteStorage(Storage):
     def _use_wal(self, conn: sqlite3.Connection) -> None:
         # Switching a new file to WAL needs an exclusive lock, and SQLite may answer "locked"
         # at once, without its busy handler, while other processes open the same new file.
-        deadline = time.monotonic() + max(self.busy_timeout, 1.0)
-        while True:
-            try:
-                conn.execute("PRAGMA journal_mode = WAL")
-                return
-            except sqlite3.OperationalError as e:
-                if "locked" not in str(e) and "busy" not in str(e):
-                    raise
-                if time.monotonic() > deadline:
-                    raise StorageError(
-                        f"could not switch {self.path} to WAL mode: another process kept "
-                        f"it locked for {max(self.busy_timeout, 1.0):g}s"
-                    ) from e
-                time.sleep(0.005)
+        seconds = max(self.busy_timeout, 1.0)
+        execute_while_locked(
+            conn,
+            "PRAGMA journal_mode = WAL",
+            seconds,
+            f"could not switch {self.path} to WAL mode: another process kept it locked for "
+            f"{seconds:g}s",
+        )
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         conn.execute(

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from afterward.errors import StorageError
-from afterward.storage.sqlite._writer import Op, Writer, run_ops
+from afterward.storage.sqlite._writer import Op, Writer, is_busy, run_ops
 
 __all__ = ["LocalRunner"]
 
@@ -31,11 +31,6 @@ _ON_LOOP_SECONDS = 0.010  # then the batch moves to the I/O thread, which waits 
 _LOCKED_DEADLINE = 60.0
 
 _Item = tuple[Op, bool, "asyncio.Future[Any]"]
-
-
-def _busy(e: sqlite3.OperationalError) -> bool:
-    text = str(e)
-    return "locked" in text or "busy" in text
 
 
 class _LoopState:
@@ -89,7 +84,7 @@ class LocalRunner:
                 conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                 break
             except sqlite3.OperationalError as e:
-                if not _busy(e):
+                if not is_busy(e):
                     raise StorageError(f"SQLite failed: {e}") from e
                 if time.monotonic() > deadline:
                     raise StorageError(
@@ -133,7 +128,7 @@ class LocalRunner:
         try:
             conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         except sqlite3.OperationalError as e:
-            if not _busy(e):
+            if not is_busy(e):
                 _fail_all(items, StorageError(f"SQLite failed: {e}"))
                 return
             # Another process holds the write lock: keep the loop free and try again soon,

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from afterward.errors import StorageError
 
-__all__ = ["Op", "Writer", "run_ops"]
+__all__ = ["Op", "Writer", "execute_while_locked", "is_busy", "run_ops"]
 
 log = logging.getLogger("afterward.storage.sqlite")
 
@@ -77,6 +77,28 @@ def _hand_over(batch: list[Any]) -> None:
             loop.call_soon_threadsafe(_settle, items)
         except RuntimeError:  # that loop closed; nobody is waiting any more
             pass
+
+
+def is_busy(e: sqlite3.OperationalError) -> bool:
+    """Whether SQLite refused because another connection holds a lock."""
+    text = str(e)
+    return "locked" in text or "busy" in text
+
+
+def execute_while_locked(conn: sqlite3.Connection, sql: str, seconds: float, failure: str) -> None:
+    """Run ``sql``, trying again while other connections hold the lock, for ``seconds``;
+    then raise ``StorageError(failure)``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            conn.execute(sql)
+            return
+        except sqlite3.OperationalError as e:
+            if not is_busy(e):
+                raise
+            if time.monotonic() > deadline:
+                raise StorageError(failure) from e
+            time.sleep(0.005)
 
 
 def run_ops(conn: sqlite3.Connection, ops: list[tuple[Op, T]]) -> list[tuple[T, bool, Any]]:
@@ -190,22 +212,15 @@ class Writer:
             conn.close()
 
     def _begin(self, conn: sqlite3.Connection, write: bool) -> None:
-        deadline = time.monotonic() + _LOCKED_DEADLINE
-        while True:
-            try:
-                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-                return
-            except sqlite3.OperationalError as e:
-                # busy_timeout already waited; other processes keep the lock. Keep trying
-                # until the deadline rather than handing "database is locked" to a user.
-                if "locked" not in str(e) and "busy" not in str(e):
-                    raise
-                if time.monotonic() > deadline:
-                    raise StorageError(
-                        "the SQLite database stayed locked by other processes for "
-                        f"{_LOCKED_DEADLINE:.0f}s; check for a stuck process holding it"
-                    ) from e
-                time.sleep(0.005)
+        # busy_timeout already waited; other processes keep the lock. Keep trying until the
+        # deadline rather than handing "database is locked" to a user.
+        execute_while_locked(
+            conn,
+            "BEGIN IMMEDIATE" if write else "BEGIN",
+            _LOCKED_DEADLINE,
+            "the SQLite database stayed locked by other processes for "
+            f"{_LOCKED_DEADLINE:.0f}s; check for a stuck process holding it",
+        )
 
     def _execute(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
         write = any(w for _, w, _ in batch)
