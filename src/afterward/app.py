@@ -223,35 +223,29 @@ class Afterward:
         name = storable_name(func) if callable(func) else None
         if name is None:
             return None
-        opts = options_of(func) or _NO_OPTIONS
-        spec = _Spec(
-            name,
-            opts.queue or "default",
-            opts.priority or 0,
-            opts.max_attempts or self.max_attempts,
-            opts.timeout if opts.timeout is not None else self.timeout,
-        )
+        spec = _Spec(name, *self._options(func))
         self.registry.register(func)
         self._specs[func] = spec
         return spec
+
+    def _options(self, func: Callable[..., Any]) -> tuple[str, int, int, float | None]:
+        """Queue, priority, attempts and timeout: the function's ``@task`` options, else ours."""
+        opts = options_of(func) or _NO_OPTIONS
+        timeout = opts.timeout if opts.timeout is not None else self.timeout
+        return (
+            opts.queue or "default",
+            opts.priority or 0,
+            opts.max_attempts or self.max_attempts,
+            timeout,
+        )
 
     def _unstorable(
         self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> PreparedCall:
         if not callable(func):
             raise TypeError(f"add_task needs a function to call later, got {func!r}")
-        opts = options_of(func) or _NO_OPTIONS
-        call = PreparedCall(
-            handle=TaskHandle(new_job_id(), _describe(func), durable=True),
-            func=func,
-            args=args,
-            kwargs=kwargs,
-            payload=None,
-            queue=opts.queue or "default",
-            priority=opts.priority or 0,
-            max_attempts=opts.max_attempts or self.max_attempts,
-            timeout=opts.timeout if opts.timeout is not None else self.timeout,
-        )
+        handle = TaskHandle(new_job_id(), _describe(func), durable=True)
+        call = PreparedCall(handle, func, args, kwargs, None, *self._options(func))
         return self._in_process(
             call,
             f"{_describe(func)} has no import path a worker could find it by "
