@@ -135,7 +135,7 @@ def _run_ops_one_by_one(
         except Exception as e:
             conn.execute("ROLLBACK TO op")
             conn.execute("RELEASE op")
-            results.append((target, False, e))
+            results.append((target, False, _wrap(e)))  # the caller sees a StorageError
         else:
             conn.execute("RELEASE op")
             results.append((target, True, value))
