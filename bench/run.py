@@ -33,6 +33,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "bench" / "workloads"
+sys.path.insert(0, str(WORK))
+from stats import pct  # noqa: E402 - the workloads folder, shared with producer.py
+
 BIN = ROOT / ".venv" / "bin"
 PY = str(BIN / "python")
 PROBE = f"/dev/shm/afterward_bench_{os.getpid()}"
@@ -63,15 +66,6 @@ def new_db(tag: str) -> Path:
     d = TMP / f"{tag}_{time.monotonic_ns()}"
     d.mkdir()
     return d / "afterward.db"
-
-
-def pct(xs: list[float], q: float) -> float | None:
-    xs = sorted(xs)
-    if not xs:
-        return None
-    k = (len(xs) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
 def stop_group(p: subprocess.Popen[Any], grace: float = 8.0) -> None:

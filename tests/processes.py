@@ -43,6 +43,13 @@ def python_command(*args: str) -> list[str]:
     return [sys.executable, *args]
 
 
+def uvicorn_command(app: str, port: int) -> list[str]:
+    """uvicorn serving ``app`` (MODULE:ATTR) on 127.0.0.1:``port``, logging warnings only."""
+    return python_command(
+        "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"
+    )
+
+
 def afterward_command(*args: str) -> list[str]:
     """The ``afterward`` console script installed next to this Python, with ``args``."""
     script = Path(sys.executable).parent / "afterward"

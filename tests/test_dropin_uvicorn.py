@@ -20,7 +20,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.processes import free_port, processes, python_command, read_db, wait_for, wait_for_port
+from tests.processes import (
+    free_port,
+    processes,
+    read_db,
+    uvicorn_command,
+    wait_for,
+    wait_for_port,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -59,17 +66,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with processes(root / "logs", env) as procs:
         port = free_port()
         proc = procs.start(
-            python_command(
-                "-m",
-                "uvicorn",
-                "tests.apps.dropin_app:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-            ),
+            uvicorn_command("tests.apps.dropin_app:app", port),
             "uvicorn",
         )
         wait_for_port(port, proc)

@@ -24,8 +24,8 @@ from tests.processes import (
     afterward_command,
     free_port,
     processes,
-    python_command,
     read_db,
+    uvicorn_command,
     wait_for,
     wait_for_port,
 )
@@ -47,17 +47,7 @@ def _post_then_kill(procs: Processes, name: str) -> Ack:
     for attempt in range(5):  # another process may grab the free port first
         port = free_port()
         proc = procs.start(
-            python_command(
-                "-m",
-                "uvicorn",
-                "tests.apps.kill_app:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-            ),
+            uvicorn_command("tests.apps.kill_app:app", port),
             f"{name}-{attempt}",
         )
         try:

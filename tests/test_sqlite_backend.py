@@ -86,6 +86,21 @@ def _start_together(procs: list[subprocess.Popen[str]], gate: Path, timeout: flo
     gate.write_text("go")
 
 
+def _run_together(
+    code: str, gate: Path, timeout: float
+) -> tuple[list[subprocess.Popen[str]], list[tuple[str, str]]]:
+    """Run ``code`` in 4 processes released at once; their (stdout, stderr)."""
+    procs = [_python(code) for _ in range(4)]
+    try:
+        _start_together(procs, gate)
+        return procs, [p.communicate(timeout=timeout) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+
+
 GATE = """
     import os, time
     from pathlib import Path
@@ -115,15 +130,7 @@ def test_four_processes_enqueue_into_one_file_at_once(tmp_path: Path) -> None:
     print("ok", os.getpid())
     """
     )
-    procs = [_python(code) for _ in range(4)]
-    try:
-        _start_together(procs, gate)
-        outputs = [p.communicate(timeout=120) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait(10)
+    procs, outputs = _run_together(code, gate, timeout=120)
     for p, (out, err) in zip(procs, outputs, strict=True):
         assert p.returncode == 0, err
         assert out.startswith("ok"), (out, err)
@@ -157,15 +164,7 @@ def test_migrations_apply_once_when_processes_open_a_new_file_together(tmp_path:
     print("ok")
     """
     )
-    procs = [_python(code) for _ in range(4)]
-    try:
-        _start_together(procs, gate)
-        outputs = [p.communicate(timeout=60) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait(10)
+    procs, outputs = _run_together(code, gate, timeout=60)
     for p, (out, err) in zip(procs, outputs, strict=True):
         assert p.returncode == 0, err
         assert out.strip() == "ok", err

@@ -18,20 +18,12 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import qtasks
+from stats import pct
 
 from afterward import Call
 from afterward.storage.base import JobClaim, JobComplete
 
 DEADLINE = time.monotonic() + 600  # hard bound on every loop below
-
-
-def pct(xs: list[float], q: float) -> float | None:
-    xs = sorted(xs)
-    if not xs:
-        return None
-    k = (len(xs) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
 def bulk(fn, n: int, chunk: int) -> float:
