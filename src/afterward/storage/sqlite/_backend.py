@@ -471,8 +471,9 @@ class SQLiteStorage(Storage):
         fut: asyncio.Future[tuple[bool, Job | None]] = loop.create_future()
         batch = self._completing.get(loop)
         if batch is None or not batch.join(params, fut):
-            for old in [lp for lp in self._completing if lp.is_closed()]:
-                del self._completing[old]
+            if batch is None:  # a loop seen for the first time: forget the closed ones
+                for old in [lp for lp in self._completing if lp.is_closed()]:
+                    del self._completing[old]
             batch = self._completing[loop] = _Completions(params, fut)
             shared = self._local.run_async(functools.partial(self._complete_batch, batch), True)
             shared.add_done_callback(batch.settle)
