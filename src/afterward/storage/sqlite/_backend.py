@@ -87,17 +87,15 @@ class _Completions:
             return True
 
     def settle(self, shared: asyncio.Future[list[Any]]) -> None:
-        error = None if shared.cancelled() else shared.exception()
-        results = shared.result() if error is None and not shared.cancelled() else None
         for i, fut in enumerate(self.waiters):
-            if fut.done():
+            if fut.done():  # that caller was cancelled meanwhile
                 continue
-            if results is not None:
-                fut.set_result(results[i])
-            elif error is not None:
+            if shared.cancelled():
+                fut.cancel()
+            elif (error := shared.exception()) is not None:
                 fut.set_exception(error)
             else:
-                fut.cancel()
+                fut.set_result(shared.result()[i])
 
 
 def _dumps(error: dict[str, Any]) -> str:
