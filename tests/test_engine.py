@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from afterward import Afterward, JobState, Retry, RetryPolicy, task
+from afterward import Afterward, Call, JobState, Retry, RetryPolicy, task
 from afterward.jobs import NewJob, new_job_id
+from afterward.storage.base import JobCancel, JobClaim, JobComplete
 from afterward.testing import FakeClock, collect
 
 CALLS: list[str] = []
@@ -86,6 +87,47 @@ def test_retry_asks_for_another_attempt_after_its_delay(
     assert app.result(handle.id) == 42
     assert job.errors[0]["error"] == "the mail server said 421"
     assert clock.now() - start == pytest.approx(30)
+
+
+def test_pruning_removes_every_old_finished_job_however_many_and_keeps_the_rest(
+    make_app: type[Afterward], backend_url: str
+) -> None:
+    # More than one prune batch (10,000) and many SQLite chunks (1,000): one round must
+    # catch up with a busy queue, or the file grows without bound.
+    clock = FakeClock()
+    app = make_app(backend_url, clock=clock, worker="off")
+    store = app.storage
+    old = app.enqueue_many([Call(asks_again, i) for i in range(23_456)])
+    running = app.enqueue(asks_again, -1)  # claimed below but never finished
+    cancelled = app.enqueue(asks_again, -2)
+
+    async def finish_all(now: float) -> list[str]:
+        claim = JobClaim("test-owner", now, now + 60, limit=30_000)
+        jobs = [j for j in await store.job_claim(claim) if j.id != running.id]
+        done = await asyncio.gather(
+            *(store.job_complete(JobComplete(j.id, j.lease_token, now)) for j in jobs)
+        )
+        assert all(ok for ok, _ in done)
+        return [j.id for j in jobs]
+
+    async def scenario() -> tuple[int, int]:
+        assert await store.job_cancel(JobCancel(cancelled.id, clock.now(), "not needed"))
+        finished = await finish_all(clock.now())
+        assert len(finished) == len(old)
+        clock.advance(3_600)
+        recent = app.enqueue(asks_again, -3)
+        await finish_all(clock.now())
+        worker = app.new_worker()
+        first = await worker.prune(before=clock.now() - 60)
+        again = await worker.prune(before=clock.now() - 60)
+        assert (await store.job_get(recent.id)) is not None
+        return first, again
+
+    first, again = asyncio.run(scenario())
+    assert (first, again) == (len(old) + 1, 0)  # the old completed ones and the cancelled one
+    left = {j.id: j.state for j in app.list_jobs(limit=100)}
+    assert len(left) == 2
+    assert left[running.id] is JobState.RUNNING
 
 
 def test_the_demo_stores_runs_and_reports_its_tasks(

@@ -172,7 +172,7 @@ def test_migrations_apply_once_when_processes_open_a_new_file_together(tmp_path:
         applied = conn.execute(
             "SELECT version, name, applied_at FROM afterward_migrations"
         ).fetchall()
-    assert [v for v, _, _ in applied] == [1]
+    assert [v for v, _, _ in applied] == [1, 2]
     # Opening again, in this process, applies nothing new and keeps the table usable.
     for storage in _open(f"sqlite:///{db}"):
         assert asyncio.run(storage.jobs_list(JobsList())) == []
@@ -181,6 +181,33 @@ def test_migrations_apply_once_when_processes_open_a_new_file_together(tmp_path:
             conn.execute("SELECT version, name, applied_at FROM afterward_migrations").fetchall()
             == applied
         )
+
+
+def test_a_file_made_by_an_earlier_version_is_upgraded_in_place(tmp_path: Path) -> None:
+    db = tmp_path / "v1.db"
+    first = (REPO / "src/afterward/storage/sqlite/migrations/0001_jobs.sql").read_text()
+    with sqlite3.connect(db) as conn:
+        conn.executescript(first)
+        conn.execute(
+            "CREATE TABLE afterward_migrations "
+            "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+        )
+        conn.execute("INSERT INTO afterward_migrations VALUES (1, 'jobs', 0)")
+        conn.execute(
+            "INSERT INTO afterward_jobs (id, queue, task, payload, state, max_attempts, "
+            "run_at, created_at) VALUES ('kept', 'default', 'm:f', '{}', 'available', 5, 1, 1)"
+        )
+    for storage in _open(f"sqlite:///{db}"):
+        job = asyncio.run(storage.job_get("kept"))
+        assert job is not None
+        assert job.state is JobState.AVAILABLE
+    with sqlite3.connect(db) as conn:
+        versions = [v for (v,) in conn.execute("SELECT version FROM afterward_migrations")]
+        indexes = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert versions == [1, 2]
+    # 0002 dropped the index no query used, which every completion paid to keep up to date.
+    assert "afterward_jobs_finished" not in indexes
+    assert {"afterward_jobs_due", "afterward_jobs_leases"} <= indexes
 
 
 def test_jobs_survive_closing_and_reopening_the_file(tmp_path: Path) -> None:

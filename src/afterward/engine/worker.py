@@ -18,6 +18,10 @@ __all__ = ["Worker", "WorkerSettings"]
 
 log = logging.getLogger("afterward.engine.worker")
 
+_PRUNE_BATCH = 10_000
+#: A bound on one round (10 million jobs); whatever is left waits for the next round.
+_MAX_PRUNE_BATCHES = 1_000
+
 
 @dataclass(frozen=True, slots=True)
 class WorkerSettings:
@@ -281,6 +285,20 @@ class Worker:
             )
             self.wake()
         if prune:
-            n = await self.storage.jobs_prune(JobsPrune(now - self.settings.retention))
+            n = await self.prune(now - self.settings.retention)
             if n:
                 log.info("pruned %d finished job(s)", n, extra={"action": "prune"})
+
+    async def prune(self, before: float) -> int:
+        """Delete completed and cancelled jobs that finished before ``before``; returns how many.
+
+        Goes on, a batch at a time, until none is left: one batch per round could not keep
+        up with a busy queue, and the file would grow without bound.
+        """
+        total = 0
+        for _ in range(_MAX_PRUNE_BATCHES):
+            n = await self.storage.jobs_prune(JobsPrune(before, limit=_PRUNE_BATCH))
+            total += n
+            if n < _PRUNE_BATCH:
+                break
+        return total

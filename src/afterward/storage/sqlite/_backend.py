@@ -44,9 +44,19 @@ _MIGRATIONS = load_migrations("afterward.storage.sqlite.migrations")
 _S = JobState
 _CHECK_WAL_EVERY = 16
 _CHECKPOINT_WAL_BYTES = 4 * 1024 * 1024
+#: Rows deleted per write transaction when pruning: short, so enqueues barely wait.
+_PRUNE_CHUNK = 1_000
 
 
 _STATES = {s.value: s for s in JobState}
+
+
+def _prunable(conn: sqlite3.Connection, args: dict[str, Any]) -> list[int]:
+    return [r[0] for r in conn.execute(Q["jobs_prunable"], args)]
+
+
+def _prune(conn: sqlite3.Connection, args: dict[str, Any]) -> int:
+    return conn.execute(Q["jobs_prune"], args).rowcount
 
 
 def _row_to_job(row: sqlite3.Row) -> Job:
@@ -429,11 +439,6 @@ class SQLiteStorage(Storage):
 
         return op, False
 
-    def _op_jobs_prune(self, p: JobsPrune) -> tuple[Op, bool]:
-        states = ["completed", "cancelled"] + (["discarded"] if p.include_discarded else [])
-        args = {"states": json.dumps(states), "before": p.finished_before, "limit": p.limit}
-        return (lambda conn: conn.execute(Q["jobs_prune"], args).rowcount), True
-
     def _op_job_delete(self, job_id: str) -> tuple[Op, bool]:
         return (lambda conn: conn.execute(Q["job_delete"], {"id": job_id}).rowcount == 1), True
 
@@ -510,8 +515,31 @@ class SQLiteStorage(Storage):
         return await self._call("jobs_count")  # type: ignore[no-any-return]
 
     async def jobs_prune(self, params: JobsPrune) -> int:
-        """See ``Storage.jobs_prune``."""
-        return await self._call("jobs_prune", params)  # type: ignore[no-any-return]
+        """See ``Storage.jobs_prune``.
+
+        Both steps run on the I/O thread, never on the loop: finding old rows scans the
+        table, outside any transaction so writers do not wait for it; they are then deleted
+        a chunk per short write transaction, picking up the scan where the chunk ended.
+        """
+        states = ["completed", "cancelled"] + (["discarded"] if params.include_discarded else [])
+        args: dict[str, Any] = {"states": json.dumps(states), "before": params.finished_before}
+        writer = self._w()
+        deleted, after = 0, 0
+        while deleted < params.limit:
+            find = {**args, "after": after, "limit": min(_PRUNE_CHUNK, params.limit - deleted)}
+            rowids: list[int] = await asyncio.wrap_future(
+                writer.submit(functools.partial(_prunable, args=find), write=None)
+            )
+            if not rowids:
+                break
+            drop = {**args, "rowids": json.dumps(rowids)}
+            deleted += await asyncio.wrap_future(
+                writer.submit(functools.partial(_prune, args=drop))
+            )
+            if len(rowids) < find["limit"]:
+                break  # the scan reached the end of the table
+            after = rowids[-1]
+        return deleted
 
     async def job_delete(self, job_id: str) -> bool:
         """See ``Storage.job_delete``."""

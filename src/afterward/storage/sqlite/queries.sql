@@ -124,12 +124,19 @@ LIMIT :limit
 -- Count jobs by state.
 SELECT state, count(*) FROM afterward_jobs GROUP BY state
 
+-- name: jobs_prunable --
+-- The next rows, in table order after :after, that finished before a time in the given final
+-- states. Read outside any write transaction: it scans the table, and writers need not wait.
+SELECT rowid FROM afterward_jobs
+WHERE rowid > :after AND state IN (SELECT value FROM json_each(:states)) AND finished_at < :before
+ORDER BY rowid
+LIMIT :limit
+
 -- name: jobs_prune --
--- Delete jobs that finished before a time, in the given final states.
-DELETE FROM afterward_jobs WHERE id IN (
-    SELECT id FROM afterward_jobs
-    WHERE state IN (SELECT value FROM json_each(:states)) AND finished_at < :before
-    LIMIT :limit)
+-- Delete the rows jobs_prunable found, if they still qualify.
+DELETE FROM afterward_jobs
+WHERE rowid IN (SELECT value FROM json_each(:rowids))
+  AND state IN (SELECT value FROM json_each(:states)) AND finished_at < :before
 
 -- name: job_delete --
 -- Delete one job unless it is running.
