@@ -95,6 +95,21 @@ def takes_tuple(point: tuple[int, int], names: frozenset[str]) -> None:
     """Containers whose JSON form is a list are rebuilt from the annotation."""
 
 
+def takes_scalars(ratio: float, count: int, name: str, flag: bool, nothing: None) -> None:
+    """Plain JSON types: what was passed arrives, as in a direct call."""
+
+
+def test_plain_json_types_arrive_exactly_as_they_were_passed() -> None:
+    # No validation in between: an int given for ``float`` stays an int, and a string given
+    # for ``int`` stays a string, as Starlette's in-memory call would pass them.
+    args, kwargs = through_storage(takes_scalars, 1, "7", "x", True, nothing=None)
+    assert args == [1, "7", "x", True]
+    assert [type(a) for a in args] == [int, str, str, bool]
+    assert kwargs == {"nothing": None}
+    args, _ = through_storage(takes_scalars, 2.5, 3, "", False, None)
+    assert [type(a) for a in args] == [float, int, str, bool, type(None)]
+
+
 def test_pydantic_models_dataclasses_and_enums_are_rebuilt_from_annotations() -> None:
     customer = Customer(
         id=uuid.uuid4(),

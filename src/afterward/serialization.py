@@ -315,8 +315,14 @@ _Adapter = Callable[[Any], Any]
 _adapters: dict[Any, tuple[inspect.Signature | None, dict[str, _Adapter]]] = {}
 
 
+#: Annotations whose values come back from JSON exactly as they were passed: left alone, as a
+#: direct call would leave them (validating them would turn an int passed for ``float``
+#: into 1.0 and cost a signature bind per job).
+_AS_PASSED = frozenset({str, int, float, bool, type(None), None})
+
+
 def _adapter_for(annotation: Any) -> _Adapter | None:
-    if annotation is inspect.Parameter.empty or annotation is Any:
+    if annotation is inspect.Parameter.empty or annotation is Any or _as_passed(annotation):
         return None
     try:
         from pydantic import TypeAdapter
@@ -326,6 +332,13 @@ def _adapter_for(annotation: Any) -> _Adapter | None:
         return TypeAdapter(annotation).validate_python
     except Exception:  # an annotation pydantic cannot model: pass values through unchanged
         return None
+
+
+def _as_passed(annotation: Any) -> bool:
+    try:
+        return annotation in _AS_PASSED
+    except TypeError:  # an unhashable annotation object
+        return False
 
 
 def _plain_adapter(annotation: Any) -> _Adapter | None:  # pragma: no cover - without pydantic
