@@ -37,6 +37,7 @@ __all__ = [
     "decode_value",
     "encode_payload",
     "encode_value",
+    "json_text",
 ]
 
 #: Largest stored payload (arguments of one call, as UTF-8 JSON) unless configured otherwise.
@@ -286,6 +287,11 @@ def _hook(obj: dict[str, Any]) -> Any:
     if tag == "dict":
         return dict(v) if isinstance(v, list) else v
     return obj
+
+
+def json_text(value: Any) -> str:
+    """Compact JSON of plain data (lists, dicts, strings, numbers, None); orjson if installed."""
+    return _dumps(value)
 
 
 def decode_value(text: str) -> Any:

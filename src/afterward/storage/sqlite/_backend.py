@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from afterward.jobs import Job, JobState, NewJob
+from afterward.serialization import json_text
 from afterward.storage._named_sql import load_migrations, load_queries
 from afterward.storage._wakeup import WakeChannel
 from afterward.storage.base import (
@@ -306,7 +307,7 @@ class SQLiteStorage(Storage):
             params = list(batch.params)
         if len(params) == 1:
             return [self._op_job_complete(params[0])[0](conn)]
-        items = json.dumps([[p.id, p.token, p.now, p.result] for p in params])
+        items = json_text([[p.id, p.token, p.now, p.result] for p in params])
         done = dict(conn.execute(Q["jobs_complete_many"], {"items": items}).fetchall())
         return [
             (True, self._chain_next(conn, p, done[p.id])) if p.id in done else (False, None)
