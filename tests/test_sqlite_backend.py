@@ -241,6 +241,36 @@ def test_the_wal_stays_bounded_while_commits_never_pause(
     assert wal <= 4 * 1024 * 1024
 
 
+def test_a_reader_on_an_old_snapshot_does_not_hold_enqueues_back_for_long(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The RESTART checkpoint waits for readers with writers held; with the connection's usual
+    # 5 s busy timeout, one long read (a dashboard listing a big table, say) stalled every
+    # enqueue behind it for 5 s.
+    from afterward import Afterward, Call
+    from afterward.storage.sqlite import _backend
+
+    monkeypatch.setattr(_backend, "_CHECKPOINT_WAL_BYTES", 256 * 1024)
+    monkeypatch.setattr(_backend, "_RESTART_WAL_BYTES", 1024 * 1024)
+    db = tmp_path / "reader.db"
+    app = Afterward(f"sqlite:///{db}", worker="off", env=EnvSettings())
+    reader = sqlite3.connect(db, isolation_level=None)
+    try:
+        app.enqueue_many([Call(burst_task, i) for i in range(10)])
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT count(*) FROM afterward_jobs").fetchone() == (10,)
+        slowest = 0.0
+        for _ in range(60):
+            started = time.monotonic()
+            app.enqueue_many([Call(burst_task, i) for i in range(500)])
+            slowest = max(slowest, time.monotonic() - started)
+        assert app.storage.call_sync("jobs_count")[JobState.AVAILABLE] == 30_010
+    finally:
+        reader.close()
+        app.close()
+    assert slowest < 1.0
+
+
 def test_jobs_survive_closing_and_reopening_the_file(tmp_path: Path) -> None:
     from afterward.jobs import NewJob
 
