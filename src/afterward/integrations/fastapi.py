@@ -44,33 +44,46 @@ async def _background_tasks(request: Request) -> _Tasks:
         rt = RequestTasks(afterward_for(request.app))
         scope[SCOPE_KEY] = rt
         _current.set(rt)
-        # FastAPI closes its request-scoped exit stack after the response was sent.
-        request_stack.push_async_callback(rt.finish)
+        # FastAPI closes its request-scoped exit stack after the response was sent; there
+        # RequestTasks.__aexit__ runs what the response carried.
+        request_stack.push_async_exit(rt)
     tasks = _Tasks(afterward=rt.afterward)
     tasks._group.carried = True  # FastAPI hands injected tasks to the response it builds
     if tasks._group.request is None:
         tasks._group.request = rt
         rt.groups.append(tasks._group)
-    found: RequestTasks = rt
+    function_stack.push_async_exit(_EndpointDone(rt, tasks))
+    return tasks
 
-    # FastAPI closes its function-scoped exit stack when the endpoint returned or raised,
-    # before it builds the response: an exit callback there sees which, for the price of a
-    # plain dependency (a yield dependency costs several times more per request).
-    async def endpoint_done(
-        exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+
+class _EndpointDone:
+    """FastAPI closes its function-scoped exit stack when the endpoint returned or raised,
+    before it builds the response: an exit callback there sees which, for the price of a
+    plain dependency (a yield dependency costs several times more per request). An object
+    with ``__aexit__`` rather than a closure: the stack takes it without a wrapper and without
+    raising and catching an AttributeError for each request."""
+
+    __slots__ = ("rt", "tasks")
+
+    def __init__(self, rt: RequestTasks, tasks: _Tasks) -> None:
+        self.rt = rt
+        self.tasks = tasks
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> bool:
         if exc_type is not None:
-            tasks._abandon()  # the endpoint raised: FastAPI parity, nothing is enqueued
-        elif not found.guarded:
+            self.tasks._abandon()  # the endpoint raised: FastAPI parity, nothing is enqueued
+        elif not self.rt.guarded:
             # Stored before the response is built and sent. Under the middleware the
             # response start stores them instead, so a storage failure is answered with its
             # clean 500 rather than an exception the server must log and answer by closing
             # the connection.
-            await found.store()
+            await self.rt.store()
         return False
-
-    function_stack.push_async_exit(endpoint_done)
-    return tasks
 
 
 _REQUEST_STACK = "fastapi_inner_astack"

@@ -131,6 +131,11 @@ class RequestTasks:
         for g, chain, head in zip(groups, chains, heads, strict=True):
             g.stored.append((chain, head))
 
+    async def __aexit__(self, *exc_info: object) -> bool:
+        """As an exit callback (FastAPI's request-scoped stack): ``finish``, never suppressing."""
+        await self.finish()
+        return False
+
     async def finish(self) -> None:
         """After the response: run what it carried but did not run itself (FastAPI's
         injected tasks whose response carried other tasks); cancel what nothing carried."""
