@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from afterward import Afterward, Call
 from afterward.config import EnvSettings
 from afterward.errors import ConfigurationError, StorageError
 from afterward.jobs import JobState, NewJob
@@ -215,13 +216,10 @@ def burst_task(i: int) -> None:
     """Stored, never run."""
 
 
-def test_the_wal_stays_bounded_while_commits_never_pause(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Passive checkpoints alone never catch up with back-to-back commits, so the WAL (which
-    # every read searches) grew with each one: 297 MiB after a burst of 1,000,000 jobs.
-    # The bounds are scaled down so a few thousand jobs show it.
-    from afterward import Afterward, Call
+@pytest.fixture
+def small_wal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Afterward, Path]]:
+    """An app on a fresh file whose WAL bounds are scaled down, so a few thousand jobs pass
+    them: checkpoints past 256 KiB, RESTART past 1 MiB."""
     from afterward.storage.sqlite import _backend
 
     monkeypatch.setattr(_backend, "_CHECKPOINT_WAL_BYTES", 256 * 1024)
@@ -229,34 +227,32 @@ def test_the_wal_stays_bounded_while_commits_never_pause(
     db = tmp_path / "burst.db"
     app = Afterward(f"sqlite:///{db}", worker="off", env=EnvSettings())
     try:
-        written = 0
-        for _ in range(100):
-            app.enqueue_many([Call(burst_task, i) for i in range(500)])
-            written += 500
-        assert app.storage.call_sync("jobs_count")[JobState.AVAILABLE] == written
-        wal = os.path.getsize(f"{db}-wal")
+        yield app, db
     finally:
         app.close()
+
+
+def test_the_wal_stays_bounded_while_commits_never_pause(small_wal: tuple[Afterward, Path]) -> None:
+    # Passive checkpoints alone never catch up with back-to-back commits, so the WAL (which
+    # every read searches) grew with each one: 297 MiB after a burst of 1,000,000 jobs.
+    app, db = small_wal
+    for _ in range(100):
+        app.enqueue_many([Call(burst_task, i) for i in range(500)])
+    assert app.storage.call_sync("jobs_count")[JobState.AVAILABLE] == 50_000
     assert os.path.getsize(db) > 8 * 1024 * 1024  # the burst wrote far more than the bound
-    assert wal <= 4 * 1024 * 1024
+    assert os.path.getsize(f"{db}-wal") <= 4 * 1024 * 1024
 
 
 def test_a_reader_on_an_old_snapshot_does_not_hold_enqueues_back_for_long(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    small_wal: tuple[Afterward, Path],
 ) -> None:
     # The RESTART checkpoint waits for readers with writers held; with the connection's usual
     # 5 s busy timeout, one long read (a dashboard listing a big table, say) stalled every
     # enqueue behind it for 5 s.
-    from afterward import Afterward, Call
-    from afterward.storage.sqlite import _backend
-
-    monkeypatch.setattr(_backend, "_CHECKPOINT_WAL_BYTES", 256 * 1024)
-    monkeypatch.setattr(_backend, "_RESTART_WAL_BYTES", 1024 * 1024)
-    db = tmp_path / "reader.db"
-    app = Afterward(f"sqlite:///{db}", worker="off", env=EnvSettings())
+    app, db = small_wal
+    app.enqueue_many([Call(burst_task, i) for i in range(10)])
     reader = sqlite3.connect(db, isolation_level=None)
     try:
-        app.enqueue_many([Call(burst_task, i) for i in range(10)])
         reader.execute("BEGIN")
         assert reader.execute("SELECT count(*) FROM afterward_jobs").fetchone() == (10,)
         slowest = 0.0
@@ -264,10 +260,9 @@ def test_a_reader_on_an_old_snapshot_does_not_hold_enqueues_back_for_long(
             started = time.monotonic()
             app.enqueue_many([Call(burst_task, i) for i in range(500)])
             slowest = max(slowest, time.monotonic() - started)
-        assert app.storage.call_sync("jobs_count")[JobState.AVAILABLE] == 30_010
     finally:
         reader.close()
-        app.close()
+    assert app.storage.call_sync("jobs_count")[JobState.AVAILABLE] == 30_010
     assert slowest < 1.0
 
 
