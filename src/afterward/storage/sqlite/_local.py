@@ -11,6 +11,7 @@ later iterations, and after a short while goes to the I/O thread, which waits pr
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 import threading
 import time
@@ -18,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from afterward.errors import StorageError
-from afterward.storage.sqlite._writer import Op, Writer, is_busy, run_ops
+from afterward.storage.sqlite._writer import Op, Writer, execute_while_locked, is_busy, run_ops
 
 __all__ = ["LocalRunner"]
 
@@ -78,18 +79,15 @@ class LocalRunner:
 
     def run_sync(self, op: Op, write: bool) -> Any:
         conn = self._conn(5000)
-        deadline = time.monotonic() + _LOCKED_DEADLINE
-        while True:
-            try:
-                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-                break
-            except sqlite3.OperationalError as e:
-                if not is_busy(e):
-                    raise StorageError(f"SQLite failed: {e}") from e
-                if time.monotonic() > deadline:
-                    raise StorageError(
-                        f"the SQLite database stayed locked for {_LOCKED_DEADLINE:.0f}s"
-                    ) from e
+        try:
+            execute_while_locked(
+                conn,
+                "BEGIN IMMEDIATE" if write else "BEGIN",
+                _LOCKED_DEADLINE,
+                f"the SQLite database stayed locked for {_LOCKED_DEADLINE:.0f}s",
+            )
+        except sqlite3.Error as e:
+            raise StorageError(f"SQLite failed: {e}") from e
         try:
             value = op(conn)
             conn.execute("COMMIT")
@@ -139,7 +137,7 @@ class LocalRunner:
             waited = now - state.busy_since
             if waited > _ON_LOOP_SECONDS:
                 state.busy_since = None
-                self._hand_to_writer(items, loop)
+                self._hand_to_writer(items)
                 return
             state.items = items + state.items
             state.scheduled = True
@@ -168,27 +166,11 @@ class LocalRunner:
         if write:
             self._after_commit()
 
-    def _hand_to_writer(self, items: list[_Item], loop: asyncio.AbstractEventLoop) -> None:
+    def _hand_to_writer(self, items: list[_Item]) -> None:
+        # The writer hands outcomes back to this loop in batches (``submit_async``).
         writer = self._writer()
         for op, write, fut in items:
-            cf = writer.submit(op, write=write)
-
-            def settle(cf: Any, fut: asyncio.Future[Any] = fut) -> None:
-                def apply() -> None:
-                    if fut.done():
-                        return
-                    error = cf.exception()
-                    if error is not None:
-                        fut.set_exception(error)
-                    else:
-                        fut.set_result(cf.result())
-
-                try:
-                    loop.call_soon_threadsafe(apply)
-                except RuntimeError:  # the loop closed; nobody waits any more
-                    pass
-
-            cf.add_done_callback(settle)
+            writer.submit_async(op, write=write).add_done_callback(functools.partial(_pass_on, fut))
         self._after_commit()
 
     def close(self) -> None:
@@ -201,6 +183,17 @@ class LocalRunner:
             except sqlite3.Error:  # pragma: no cover - closing a broken connection
                 pass
         self._local = threading.local()
+
+
+def _pass_on(fut: asyncio.Future[Any], done: asyncio.Future[Any]) -> None:
+    if fut.done():  # the caller was cancelled meanwhile
+        return
+    if done.cancelled():
+        fut.cancel()
+    elif (error := done.exception()) is not None:
+        fut.set_exception(error)
+    else:
+        fut.set_result(done.result())
 
 
 def _fail_all(items: list[_Item], error: Exception) -> None:
