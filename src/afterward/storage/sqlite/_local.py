@@ -11,7 +11,6 @@ later iterations, and after a short while goes to the I/O thread, which waits pr
 from __future__ import annotations
 
 import asyncio
-import functools
 import sqlite3
 import threading
 import time
@@ -170,7 +169,7 @@ class LocalRunner:
         # The writer hands outcomes back to this loop in batches (``submit_async``).
         writer = self._writer()
         for op, write, fut in items:
-            writer.submit_async(op, write=write).add_done_callback(functools.partial(_pass_on, fut))
+            writer.submit_async(op, write=write, into=fut)
         self._after_commit()
 
     def close(self) -> None:
@@ -183,17 +182,6 @@ class LocalRunner:
             except sqlite3.Error:  # pragma: no cover - closing a broken connection
                 pass
         self._local = threading.local()
-
-
-def _pass_on(fut: asyncio.Future[Any], done: asyncio.Future[Any]) -> None:
-    if fut.done():  # the caller was cancelled meanwhile
-        return
-    if done.cancelled():
-        fut.cancel()
-    elif (error := done.exception()) is not None:
-        fut.set_exception(error)
-    else:
-        fut.set_result(done.result())
 
 
 def _fail_all(items: list[_Item], error: Exception) -> None:

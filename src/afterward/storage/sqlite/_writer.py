@@ -38,9 +38,11 @@ class _LoopFuture:
 
     __slots__ = ("fut", "loop", "outcome")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any] | None = None
+    ) -> None:
         self.loop = loop
-        self.fut: asyncio.Future[Any] = loop.create_future()
+        self.fut: asyncio.Future[Any] = fut if fut is not None else loop.create_future()
         self.outcome: tuple[bool, Any] | None = None
 
     def set_running_or_notify_cancel(self) -> bool:
@@ -162,9 +164,12 @@ class Writer:
         self._queue.put((op, write, fut))
         return fut
 
-    def submit_async(self, op: Op, *, write: bool = True) -> asyncio.Future[Any]:
-        """Queue ``op`` from a running event loop; await the returned future."""
-        target = _LoopFuture(asyncio.get_running_loop())
+    def submit_async(
+        self, op: Op, *, write: bool = True, into: asyncio.Future[Any] | None = None
+    ) -> asyncio.Future[Any]:
+        """Queue ``op`` from a running event loop; await the returned future (``into``, when
+        the caller already holds the future to settle)."""
+        target = _LoopFuture(asyncio.get_running_loop(), into)
         self._queue.put((op, write, target))
         return target.fut
 
