@@ -174,7 +174,7 @@ def test_migrations_apply_once_when_processes_open_a_new_file_together(tmp_path:
         applied = conn.execute(
             "SELECT version, name, applied_at FROM afterward_migrations"
         ).fetchall()
-    assert [v for v, _, _ in applied] == [1, 2]
+    assert [v for v, _, _ in applied] == [1, 2, 3]
     # Opening again, in this process, applies nothing new and keeps the table usable.
     for storage in _open(f"sqlite:///{db}"):
         assert asyncio.run(storage.jobs_list(JobsList())) == []
@@ -205,11 +205,32 @@ def test_a_file_made_by_an_earlier_version_is_upgraded_in_place(tmp_path: Path) 
         assert job.state is JobState.AVAILABLE
     with sqlite3.connect(db) as conn:
         versions = [v for (v,) in conn.execute("SELECT version FROM afterward_migrations")]
-        indexes = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
-    assert versions == [1, 2]
+        indexes = dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE type='index'"))
+        claimed = conn.execute(
+            "UPDATE afterward_jobs SET state = 'running' WHERE id IN (SELECT id FROM "
+            "afterward_jobs WHERE state = 'available' OR state = 'scheduled' "
+            "OR state = 'retryable') RETURNING id"
+        ).fetchall()
+    assert versions == [1, 2, 3]
     # 0002 dropped the index no query used, which every completion paid to keep up to date.
     assert "afterward_jobs_finished" not in indexes
-    assert {"afterward_jobs_due", "afterward_jobs_leases"} <= indexes
+    assert {"afterward_jobs_due", "afterward_jobs_leases"} <= set(indexes)
+    # 0003 rebuilt the due index with its condition as ORs; the job stayed in it.
+    assert " IN " not in indexes["afterward_jobs_due"]
+    assert claimed == [("kept",)]
+
+
+def test_the_claim_walks_the_due_index(tmp_path: Path) -> None:
+    # Should the claim's state test stop matching the index's condition word for word, the
+    # planner would scan the whole table on every claim: a million-job queue would crawl.
+    from afterward.storage.sqlite._backend import Q
+
+    for _ in _open(f"sqlite:///{tmp_path / 'plan.db'}"):
+        with sqlite3.connect(tmp_path / "plan.db") as conn:
+            args = {"now": 1.0, "owner": "o", "expires": 2.0, "limit": 5, "queues": None}
+            plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + Q["job_claim"], args)]
+    assert any("USING INDEX afterward_jobs_due" in step for step in plan), plan
+    assert not any(step.startswith("SCAN afterward_jobs") and "INDEX" not in step for step in plan)
 
 
 def burst_task(i: int) -> None:

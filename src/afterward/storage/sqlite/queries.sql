@@ -14,12 +14,14 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 
 -- name: job_claim --
 -- Claim the due jobs with the highest priority, oldest first: count an attempt, take a lease.
+-- The state test is written exactly as afterward_jobs_due's condition (migration 0003), so
+-- the planner walks that index.
 UPDATE afterward_jobs
 SET state = 'running', attempt = attempt + 1, attempted_at = :now, lease_owner = :owner,
     lease_token = lease_token + 1, lease_expires_at = :expires
 WHERE id IN (
     SELECT id FROM afterward_jobs
-    WHERE state IN ('available', 'scheduled', 'retryable') AND run_at <= :now
+    WHERE (state = 'available' OR state = 'scheduled' OR state = 'retryable') AND run_at <= :now
       AND (:queues IS NULL OR queue IN (SELECT value FROM json_each(:queues)))
     ORDER BY priority DESC, run_at, id
     LIMIT :limit)
