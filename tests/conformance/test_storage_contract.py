@@ -89,6 +89,9 @@ def test_claim_counts_an_attempt_and_bumps_the_lease_token(store: Store) -> None
     assert store.fail(job, now=T0 + 3, retry_at=T0 + 4)
     again = store.claim_one("w2", now=T0 + 4)
     assert (again.attempt, again.lease_token, again.lease_owner) == (2, 2, "w2")
+    # What a claim hands back is what storage now holds, the first failure included.
+    assert len(again.errors) == 1
+    assert store.get("a") == again
 
 
 def test_claim_respects_run_at_queues_and_limit(store: Store) -> None:

@@ -104,6 +104,20 @@ def _row_to_job(row: sqlite3.Row) -> Job:
     )  # fmt: skip
 
 
+def _claimed(row: sqlite3.Row, now: float, owner: str, expires: float) -> Job:
+    # job_claim returns only what the claim did not set itself: a claim of 32 converts 400
+    # values rather than 600 (a claimable job has no finish time or result yet).
+    (
+        id_, task, payload, queue, priority, attempt, max_attempts, timeout, run_at,
+        created_at, token, chain_next, errors,
+    ) = row  # fmt: skip
+    return Job(
+        id_, task, payload, _S.RUNNING, queue, priority, attempt, max_attempts, timeout,
+        run_at, created_at, now, None, owner, token, expires, chain_next,
+        tuple(json.loads(errors)) if errors != "[]" else (), None,
+    )  # fmt: skip
+
+
 class _Completions:
     """``job_complete`` calls of one loop iteration, stored by one statement."""
 
@@ -310,8 +324,11 @@ class SQLiteStorage(Storage):
             "queues": json.dumps(list(p.queues)) if p.queues is not None else None,
         }
 
+        now, owner, expires = p.now, p.owner, p.lease_expires_at
+
         def op(conn: sqlite3.Connection) -> list[Job]:
-            jobs = [_row_to_job(r) for r in conn.execute(Q["job_claim"], args)]
+            rows = conn.execute(Q["job_claim"], args)
+            jobs = [_claimed(row, now, owner, expires) for row in rows]
             jobs.sort(key=lambda j: (-j.priority, j.run_at or 0, j.id))
             return jobs
 

@@ -15,7 +15,8 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 -- name: job_claim --
 -- Claim the due jobs with the highest priority, oldest first: count an attempt, take a lease.
 -- The state test is written exactly as afterward_jobs_due's condition (migration 0003), so
--- the planner walks that index.
+-- the planner walks that index. Returns only what the claim did not set itself: its caller
+-- knows the state, owner and lease, and a claimable job has no finish time or result yet.
 UPDATE afterward_jobs
 SET state = 'running', attempt = attempt + 1, attempted_at = :now, lease_owner = :owner,
     lease_token = lease_token + 1, lease_expires_at = :expires
@@ -25,7 +26,8 @@ WHERE id IN (
       AND (:queues IS NULL OR queue IN (SELECT value FROM json_each(:queues)))
     ORDER BY priority DESC, run_at, id
     LIMIT :limit)
-RETURNING *
+RETURNING id, task, payload, queue, priority, attempt, max_attempts, timeout, run_at, created_at,
+    lease_token, chain_next, errors
 
 -- name: job_complete --
 -- Record success if the caller still holds the lease; returns the next chain step's id.
