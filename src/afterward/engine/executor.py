@@ -194,8 +194,8 @@ class Executor:
                 job.lease_token,
                 now,
                 stored,
-                next_owner=self.owner if continue_chain else None,
-                next_lease_expires_at=now + self.lease_seconds,
+                self.owner if continue_chain else None,
+                now + self.lease_seconds,
             )
         )
         if not ok:
