@@ -159,7 +159,7 @@ class Worker:
                         continue
                     self.executor.hold(job)
                     self._inflight += 1
-                    task = asyncio.create_task(self._run_chain(job))
+                    task = loop.create_task(self._run_chain(job))
                     self._running.add(task)
                     task.add_done_callback(self._done)
             if jobs and len(jobs) == free:
