@@ -141,7 +141,6 @@ class RequestTasks:
         injected tasks whose response carried other tasks); cancel what nothing carried."""
         groups, self.groups = self.groups, []
         if self.failed:
-            groups.clear()
             return
         for g in groups:
             # Groups point back at their request: undone here so each request's objects
