@@ -45,6 +45,8 @@ _MIGRATIONS = load_migrations("afterward.storage.sqlite.migrations")
 _S = JobState
 _CHECK_WAL_EVERY = 16
 _CHECKPOINT_WAL_BYTES = 4 * 1024 * 1024
+#: An insert of this many jobs or more looks at the WAL's size at once (see ``_inserted``).
+_BULK_ROWS = 100
 #: Past this much WAL, checkpoints stop being polite (see ``_checkpoint``); after the WAL
 #: restarts, its file is cut back to this size.
 _RESTART_WAL_BYTES = 32 * 1024 * 1024
@@ -238,9 +240,14 @@ class SQLiteStorage(Storage):
         # Callers' connections never checkpoint (it may fsync): the I/O thread does, without
         # a transaction and without anyone waiting, once the WAL passes the size at which
         # SQLite itself would (about 4 MiB), whether it got there by many small commits or
-        # by a few bulk ones. The size is looked at every few commits (one stat() each).
+        # by a few bulk ones. The size is looked at every few commits (one stat() each),
+        # and after every bulk insert.
         self._commits += 1
-        if self._commits % _CHECK_WAL_EVERY or self._checkpointing:
+        if self._commits % _CHECK_WAL_EVERY == 0:
+            self._check_wal()
+
+    def _check_wal(self) -> None:
+        if self._checkpointing:
             return
         try:
             size = os.stat(self._wal_path).st_size
@@ -268,7 +275,7 @@ class SQLiteStorage(Storage):
         else:
             result = self._local.run_sync(op, write)
         if method == "job_insert_many":
-            self._notify(*args)
+            self._inserted(*args)
         return result
 
     async def _call(self, method: str, *args: Any) -> Any:
@@ -495,9 +502,14 @@ class SQLiteStorage(Storage):
     async def job_insert_many(self, jobs: Sequence[NewJob], now: float) -> None:
         """See ``Storage.job_insert_many``; wakes idle workers of other processes."""
         await self._call("job_insert_many", jobs, now)
-        self._notify(jobs, now)
+        self._inserted(jobs, now)
 
-    def _notify(self, jobs: Sequence[NewJob], now: float) -> None:
+    def _inserted(self, jobs: Sequence[NewJob], now: float) -> None:
+        # A bulk insert writes as much WAL as hundreds of single commits: counting it as one
+        # let a fill of 10,000-job calls pile up 16 of them (68 MiB) before anyone looked,
+        # and the RESTART checkpoint that then copied it back held every enqueue meanwhile.
+        if len(jobs) >= _BULK_ROWS:
+            self._check_wal()
         # Jobs this process claimed at insert need nobody else; wake workers only for the rest.
         if any(j.owner is None and j.run_at is not None and j.run_at <= now for j in jobs):
             self._wake.notify()
