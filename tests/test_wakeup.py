@@ -6,6 +6,8 @@ wake-up a producer sends after it stored the job.
 
 from __future__ import annotations
 
+import asyncio
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +16,7 @@ import pytest
 
 from afterward import Afterward
 from afterward.config import EnvSettings
+from afterward.storage._wakeup import WakeChannel
 from tests.apps import wake_app
 from tests.processes import afterward_command, processes, wait_for
 
@@ -56,3 +59,25 @@ def test_an_idle_worker_in_another_process_is_woken_by_each_enqueue(
     delays = [started - sent for sent, started in starts(out)[1:]]
     assert len(delays) == 5
     assert max(delays) < 1.0, delays
+
+
+def test_the_wake_directory_goes_away_with_its_last_listener(tmp_path: Path) -> None:
+    # One directory per database: a test suite making a database per test left one empty
+    # directory in /tmp per test, forever.
+    db = str(tmp_path / "jobs.db")
+    first, second = WakeChannel(db), WakeChannel(db)
+    sender = WakeChannel(db)
+
+    async def scenario() -> None:
+        woken = asyncio.Event()
+        stop_first = first.listen(lambda: None)
+        stop_second = second.listen(woken.set)
+        stop_first()
+        assert os.path.isdir(second.directory)  # the other listener still needs it
+        sender.notify()
+        await asyncio.wait_for(woken.wait(), timeout=5)
+        stop_second()
+
+    asyncio.run(scenario())
+    sender.close()
+    assert not os.path.exists(first.directory)

@@ -18,6 +18,8 @@ from collections.abc import Callable
 
 __all__ = ["WakeChannel"]
 
+_BIND_ATTEMPTS = 5
+
 
 class WakeChannel:
     """Wake-ups among the processes sharing one database file."""
@@ -65,11 +67,14 @@ class WakeChannel:
     def listen(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Call ``callback`` on the running loop at each wake-up; returns the stop function."""
         loop = asyncio.get_running_loop()
-        os.makedirs(self.directory, mode=0o700, exist_ok=True)
         path = os.path.join(self.directory, f"{os.getpid()}-{os.urandom(4).hex()}.sock")
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         sock.setblocking(False)
-        sock.bind(path)
+        try:
+            self._bind(sock, path)
+        except BaseException:
+            sock.close()
+            raise
 
         def readable() -> None:
             with contextlib.suppress(BlockingIOError, InterruptedError):
@@ -85,8 +90,24 @@ class WakeChannel:
             sock.close()
             with contextlib.suppress(OSError):
                 os.unlink(path)
+            # The last listener out removes the directory, else every database a test suite
+            # ever made (one per test) left an empty one behind in /tmp.
+            with contextlib.suppress(OSError):  # not empty: other workers still listen
+                os.rmdir(self.directory)
 
         return stop
+
+    def _bind(self, sock: socket.socket, path: str) -> None:
+        # Another process's last listener may remove the directory between our makedirs and
+        # bind; make it again. Each retry means that process got there in between.
+        for attempt in range(_BIND_ATTEMPTS):
+            os.makedirs(self.directory, mode=0o700, exist_ok=True)
+            try:
+                sock.bind(path)
+                return
+            except FileNotFoundError:
+                if attempt == _BIND_ATTEMPTS - 1:
+                    raise
 
     def close(self) -> None:
         """Close the sending socket."""
