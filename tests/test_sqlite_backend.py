@@ -266,7 +266,7 @@ def test_the_wal_stays_bounded_while_commits_never_pause(small_wal: tuple[Afterw
 
 def test_a_few_bulk_enqueues_do_not_pile_up_wal(small_wal: tuple[Afterward, Path]) -> None:
     # Each call below writes about 0.5 MiB of WAL. Looking at the WAL only every 16th commit
-    # let 15 of them pile up 7 MiB, which a RESTART checkpoint then copied back while every
+    # let 15 of them pile up 8 MiB, which a RESTART checkpoint then copied back while every
     # enqueue waited (the p99 of enqueues right after a 1,000,000-job fill).
     app, db = small_wal
     for _ in range(15):
