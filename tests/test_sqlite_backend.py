@@ -272,7 +272,8 @@ def test_a_few_bulk_enqueues_do_not_pile_up_wal(small_wal: tuple[Afterward, Path
     for _ in range(15):
         app.enqueue_many([Call(burst_task, i) for i in range(2_000)])
     assert app.storage.call_sync("jobs_count")[JobState.AVAILABLE] == 30_000
-    assert os.path.getsize(f"{db}-wal") <= 3 * 1024 * 1024
+    # Here it ends at 0.5-1.5 MiB (2 MiB with both CPUs busy elsewhere); the old code, 8 MiB.
+    assert os.path.getsize(f"{db}-wal") <= 4 * 1024 * 1024
 
 
 def test_a_reader_on_an_old_snapshot_does_not_hold_enqueues_back_for_long(
