@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -81,3 +82,15 @@ def test_the_wake_directory_goes_away_with_its_last_listener(tmp_path: Path) -> 
     asyncio.run(scenario())
     sender.close()
     assert not os.path.exists(first.directory)
+
+
+def test_a_producer_clears_what_a_killed_worker_left(tmp_path: Path) -> None:
+    # A worker killed with kill -9 never stops listening properly: its socket file stays.
+    sender = WakeChannel(str(tmp_path / "jobs.db"))
+    os.makedirs(sender.directory, mode=0o700)
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    dead.bind(os.path.join(sender.directory, "1-dead.sock"))
+    dead.close()
+    sender.notify()
+    sender.close()
+    assert not os.path.exists(sender.directory)

@@ -52,17 +52,25 @@ class WakeChannel:
         if self._sender is None:
             self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             self._sender.setblocking(False)
+        anyone = False
         for path in self._peers:
             try:
                 self._sender.sendto(b"!", path)
+                anyone = True
             except BlockingIOError:
-                pass  # its buffer is full of wake-ups it has not read: it is awake
+                anyone = True  # its buffer is full of wake-ups it has not read: it is awake
             except (ConnectionRefusedError, FileNotFoundError):
                 with contextlib.suppress(OSError):
                     os.unlink(path)  # its listener is gone
                 self._version = -1
             except OSError:
+                anyone = True
                 self._version = -1
+        if not anyone:
+            # Every listener had died without stopping (kill -9): clear up as the last one
+            # out would have. Not empty means a worker bound meanwhile; it stays.
+            with contextlib.suppress(OSError):
+                os.rmdir(self.directory)
 
     def listen(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Call ``callback`` on the running loop at each wake-up; returns the stop function."""
