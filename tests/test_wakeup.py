@@ -94,3 +94,25 @@ def test_a_producer_clears_what_a_killed_worker_left(tmp_path: Path) -> None:
     sender.notify()
     sender.close()
     assert not os.path.exists(sender.directory)
+
+
+def test_a_new_listener_clears_killed_workers_sockets_and_keeps_live_ones(tmp_path: Path) -> None:
+    # A process that stores only work it runs itself (the drop-in) never sends a wake-up, so
+    # nobody else would notice the sockets its killed predecessors left.
+    db = str(tmp_path / "jobs.db")
+    live, newcomer = WakeChannel(db), WakeChannel(db)
+
+    async def scenario() -> list[str]:
+        stop_live = live.listen(lambda: None)
+        dead = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        dead.bind(os.path.join(live.directory, "1-dead.sock"))
+        dead.close()
+        stop_new = newcomer.listen(lambda: None)
+        left = sorted(os.listdir(live.directory))
+        stop_new()
+        stop_live()
+        return left
+
+    left = asyncio.run(scenario())
+    assert len(left) == 2  # the live listener's socket and the newcomer's own
+    assert "1-dead.sock" not in left

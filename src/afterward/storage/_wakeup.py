@@ -83,6 +83,7 @@ class WakeChannel:
         except BaseException:
             sock.close()
             raise
+        self._clear_dead(keep=path)
 
         def readable() -> None:
             with contextlib.suppress(BlockingIOError, InterruptedError):
@@ -104,6 +105,27 @@ class WakeChannel:
                 os.rmdir(self.directory)
 
         return stop
+
+    def _clear_dead(self, keep: str) -> None:
+        # Workers killed with kill -9 leave their sockets; producers remove those only as
+        # they send to them, and a process that stores only its own work never sends. So
+        # each new listener clears them: connect() to a socket nobody reads is refused at
+        # once, and sends nothing to the ones that are alive.
+        with contextlib.suppress(OSError):
+            names = os.listdir(self.directory)
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            with probe:
+                for name in names:
+                    other = os.path.join(self.directory, name)
+                    if other == keep or not name.endswith(".sock"):
+                        continue
+                    try:
+                        probe.connect(other)
+                    except (ConnectionRefusedError, FileNotFoundError):
+                        with contextlib.suppress(OSError):
+                            os.unlink(other)
+                    except OSError:
+                        pass
 
     def _bind(self, sock: socket.socket, path: str) -> None:
         # Another process's last listener may remove the directory between our makedirs and
