@@ -2,8 +2,9 @@
 
 Each listening worker binds a Unix datagram socket in a directory named after the database;
 a producer that committed new work sends one byte to every socket there. A full socket buffer
-means that worker is already awake, so nothing blocks; a socket nobody listens on any more
-(its process died) is removed by the next producer that finds it.
+means that worker is already awake, so nothing blocks. A socket nobody listens on any more
+(its process died) is removed by the next producer that finds it or listener that starts, and
+the directory by whoever leaves it empty.
 """
 
 from __future__ import annotations
