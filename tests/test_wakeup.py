@@ -84,13 +84,18 @@ def test_the_wake_directory_goes_away_with_its_last_listener(tmp_path: Path) -> 
     assert not os.path.exists(first.directory)
 
 
+def leave_dead_socket(directory: str) -> None:
+    """What a listener killed with kill -9 leaves: its bound socket file, with nobody reading."""
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    dead.bind(os.path.join(directory, "1-dead.sock"))
+    dead.close()
+
+
 def test_a_producer_clears_what_a_killed_worker_left(tmp_path: Path) -> None:
     # A worker killed with kill -9 never stops listening properly: its socket file stays.
     sender = WakeChannel(str(tmp_path / "jobs.db"))
     os.makedirs(sender.directory, mode=0o700)
-    dead = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    dead.bind(os.path.join(sender.directory, "1-dead.sock"))
-    dead.close()
+    leave_dead_socket(sender.directory)
     sender.notify()
     sender.close()
     assert not os.path.exists(sender.directory)
@@ -104,9 +109,7 @@ def test_a_new_listener_clears_killed_workers_sockets_and_keeps_live_ones(tmp_pa
 
     async def scenario() -> list[str]:
         stop_live = live.listen(lambda: None)
-        dead = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        dead.bind(os.path.join(live.directory, "1-dead.sock"))
-        dead.close()
+        leave_dead_socket(live.directory)
         stop_new = newcomer.listen(lambda: None)
         left = sorted(os.listdir(live.directory))
         stop_new()

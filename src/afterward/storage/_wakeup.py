@@ -61,17 +61,15 @@ class WakeChannel:
             except BlockingIOError:
                 anyone = True  # its buffer is full of wake-ups it has not read: it is awake
             except (ConnectionRefusedError, FileNotFoundError):
-                with contextlib.suppress(OSError):
-                    os.unlink(path)  # its listener is gone
+                _forget(path)  # its listener is gone
                 self._version = -1
             except OSError:
                 anyone = True
                 self._version = -1
         if not anyone:
             # Every listener had died without stopping (kill -9): clear up as the last one
-            # out would have. Not empty means a worker bound meanwhile; it stays.
-            with contextlib.suppress(OSError):
-                os.rmdir(self.directory)
+            # out would have.
+            self._remove_if_empty()
 
     def listen(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Call ``callback`` on the running loop at each wake-up; returns the stop function."""
@@ -98,12 +96,10 @@ class WakeChannel:
             with contextlib.suppress(Exception):
                 loop.remove_reader(sock.fileno())
             sock.close()
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+            _forget(path)
             # The last listener out removes the directory, else every database a test suite
             # ever made (one per test) left an empty one behind in /tmp.
-            with contextlib.suppress(OSError):  # not empty: other workers still listen
-                os.rmdir(self.directory)
+            self._remove_if_empty()
 
         return stop
 
@@ -123,10 +119,14 @@ class WakeChannel:
                     try:
                         probe.connect(other)
                     except (ConnectionRefusedError, FileNotFoundError):
-                        with contextlib.suppress(OSError):
-                            os.unlink(other)
+                        _forget(other)
                     except OSError:
                         pass
+
+    def _remove_if_empty(self) -> None:
+        # Not empty: other workers still listen, or one bound meanwhile; it stays.
+        with contextlib.suppress(OSError):
+            os.rmdir(self.directory)
 
     def _bind(self, sock: socket.socket, path: str) -> None:
         # Another process's last listener may remove the directory between our makedirs and
@@ -145,3 +145,9 @@ class WakeChannel:
         if self._sender is not None:
             self._sender.close()
             self._sender = None
+
+
+def _forget(path: str) -> None:
+    """Remove a socket file nobody reads (or that is already gone)."""
+    with contextlib.suppress(OSError):
+        os.unlink(path)
