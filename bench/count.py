@@ -15,6 +15,9 @@ Cases:
   asgi_plain  GET /bg_async: FastAPI's own BackgroundTasks with an async no-op, via ASGI
   asgi_aw     GET /aw_async: the afterward drop-in with an async no-op, via ASGI
   asgi_aw_sync  GET /aw_sync: the drop-in with a sync no-op (afterward's thread pool)
+  asgi_dep    GET /dep_async: asgi_plain with its tasks received through one plain dependency
+  asgi_none   GET /plain: no task (the sync rows' reference)
+  asgi_none_dep  GET /dep_plain: asgi_none with one plain dependency
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ CASES: dict[str, tuple[str, list[str], int, int, str]] = {
     "asgi_plain": ("count_asgi.py", ["/bg_async"], 800, 2400, "request"),
     "asgi_aw": ("count_asgi.py", ["/aw_async"], 800, 2400, "request"),
     "asgi_aw_sync": ("count_asgi.py", ["/aw_sync"], 800, 2400, "request"),
+    "asgi_dep": ("count_asgi.py", ["/dep_async"], 800, 2400, "request"),
+    "asgi_none": ("count_asgi.py", ["/plain"], 800, 2400, "request"),
+    "asgi_none_dep": ("count_asgi.py", ["/dep_plain"], 800, 2400, "request"),
 }
 
 
@@ -70,7 +76,7 @@ def per_unit(src: str, case: str) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--src", action="append", required=True, help="a source tree (repeatable)")
-    ap.add_argument("--cases", default="worker,asgi_plain,asgi_aw", help=",".join(CASES))
+    ap.add_argument("--cases", default="worker,asgi_plain,asgi_dep,asgi_aw", help=",".join(CASES))
     a = ap.parse_args()
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed: apt-get install -y valgrind")

@@ -237,6 +237,8 @@ HTTP_CONFIGS = [
     ("plain", "/plain", {}),
     ("fastapi_async", "/bg_async", {}),
     ("fastapi_sync", "/bg_sync", {}),
+    ("fastapi_async_dep", "/dep_async", {}),
+    ("plain_dep", "/dep_plain", {}),
     ("aw_async", "/aw_async", {}),
     ("aw_sync", "/aw_sync", {}),
     ("aw_async_lifespan", "/aw_async", {"BENCH_AW_LIFESPAN": "1"}),
@@ -507,6 +509,22 @@ def report(
             "—",
             "—",
         )
+        # The ceiling of any drop-in: FastAPI hands an endpoint a class of ours only through
+        # Depends, so these two put one plain dependency, and nothing else, on the references.
+        for title, num, den in [
+            ("async ×, FastAPI's own tasks through one plain dependency", "fastapi_async_dep",
+             "fastapi_async"),
+            ("SYNC ×, an endpoint with one plain dependency and no task", "plain_dep", "plain"),
+        ]:  # fmt: skip
+            rps, p99 = ratio_rows(http, num, den)
+            row(
+                f"(ceiling of a drop-in) {title}",
+                fmt(hv(num, "rps")) + " req/s",
+                fmt(hv(den, "rps")) + " req/s",
+                f"{fmt(stat(rps), 2, '×')} rps, {fmt(stat(p99), 2, '×')} p99",
+                "—",
+                "—",
+            )
     if queue:
 
         def qv(name: str, key: str) -> tuple[float, float, float, int] | None:
