@@ -276,6 +276,81 @@ def test_a_few_bulk_enqueues_do_not_pile_up_wal(small_wal: tuple[Afterward, Path
     assert os.path.getsize(f"{db}-wal") <= 4 * 1024 * 1024
 
 
+def test_the_wal_file_says_how_much_was_written_since_it_started_over(tmp_path: Path) -> None:
+    from afterward.storage.sqlite._walsize import wal_bytes_held
+
+    db = tmp_path / "held.db"
+    wal = f"{db}-wal"
+    assert wal_bytes_held(wal) is None  # no WAL yet
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        conn.execute("CREATE TABLE t (x TEXT)")
+        conn.executemany("INSERT INTO t VALUES (?)", [("x" * 500,) for _ in range(2_000)])
+        page = conn.execute("PRAGMA page_size").fetchone()[0]
+        held = wal_bytes_held(wal)
+        busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert (busy, copied) == (0, frames)
+        assert held == frames * (24 + page) > 1024 * 1024
+        conn.execute("INSERT INTO t VALUES ('y')")  # all copied back: the WAL starts over
+        again = wal_bytes_held(wal)
+        assert again is not None
+        assert 0 < again < 64 * 1024
+        assert os.path.getsize(wal) > 1024 * 1024  # while the file stays as big
+    finally:
+        conn.close()
+    (tmp_path / "other-wal").write_bytes(b"not a WAL file at all, " * 10)
+    assert wal_bytes_held(str(tmp_path / "other-wal")) is None
+
+
+def test_once_the_wal_started_over_small_commits_do_not_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # After the WAL starts over, SQLite writes the file again from its start without shrinking
+    # it. Going by the file's size, one burst had every 16th commit afterwards run a
+    # checkpoint, two fsyncs for a few frames, where SQLite would wait for 4 MiB.
+    from afterward.storage.sqlite import _backend
+
+    monkeypatch.setattr(_backend, "_CHECKPOINT_WAL_BYTES", 1024 * 1024)
+    monkeypatch.setattr(_backend, "_RESTART_WAL_BYTES", 8 * 1024 * 1024)
+    real = _backend._checkpoint
+    runs: list[int] = []
+
+    def counted(conn: sqlite3.Connection) -> None:
+        runs.append(1)
+        real(conn)
+
+    monkeypatch.setattr(_backend, "_checkpoint", counted)
+    db = tmp_path / "grown.db"
+    app = Afterward(f"sqlite:///{db}", worker="off", env=EnvSettings())
+    storage = app.storage
+    assert isinstance(storage, SQLiteStorage)
+    try:
+        app.enqueue_many([Call(burst_task, 0)])
+        reader = sqlite3.connect(db, isolation_level=None)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM afterward_jobs").fetchone()
+        for _ in range(20):  # the open read keeps all of this in the WAL
+            app.enqueue_many([Call(burst_task, i) for i in range(500)])
+        reader.close()
+        assert os.path.getsize(f"{db}-wal") > 2 * 1024 * 1024
+        deadline = time.monotonic() + 10
+        with sqlite3.connect(db, isolation_level=None) as conn:
+            while time.monotonic() < deadline:  # copy everything back, as a quiet moment would
+                busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                if not busy and copied == frames and not storage._checkpointing:
+                    break
+                time.sleep(0.01)
+        runs.clear()
+        for i in range(32):  # well under 1 MiB of WAL; the old rule checked twice here
+            app.enqueue(burst_task, i)
+        assert os.path.getsize(f"{db}-wal") > 2 * 1024 * 1024  # the file never shrank
+    finally:
+        app.close()  # runs any checkpoint still queued on the I/O thread
+    assert runs == []
+
+
 def test_a_reader_on_an_old_snapshot_does_not_hold_enqueues_back_for_long(
     small_wal: tuple[Afterward, Path],
 ) -> None:

@@ -36,6 +36,7 @@ from afterward.storage.base import (
     Storage,
 )
 from afterward.storage.sqlite._local import LocalRunner
+from afterward.storage.sqlite._walsize import wal_bytes_held
 from afterward.storage.sqlite._writer import Op, Writer, execute_while_locked
 
 __all__ = ["SQLiteStorage"]
@@ -238,10 +239,10 @@ class SQLiteStorage(Storage):
 
     def _committed(self) -> None:
         # Callers' connections never checkpoint (it may fsync): the I/O thread does, without
-        # a transaction and without anyone waiting, once the WAL passes the size at which
-        # SQLite itself would (about 4 MiB), whether it got there by many small commits or
-        # by a few bulk ones. The size is looked at every few commits (one stat() each),
-        # and after every bulk insert.
+        # a transaction and without anyone waiting, once the WAL holds as much as SQLite
+        # itself would let it (about 4 MiB), whether it got there by many small commits or
+        # by a few bulk ones. That is looked at every few commits (one stat(), and a dozen
+        # reads of the file once it is that big), and after every bulk insert.
         self._commits += 1
         if self._commits % _CHECK_WAL_EVERY == 0:
             self._check_wal()
@@ -255,6 +256,12 @@ class SQLiteStorage(Storage):
             return
         if size < _CHECKPOINT_WAL_BYTES:
             return
+        # A file this big may hold only a few frames since the WAL started over (_walsize).
+        # Past the RESTART bound the file only grows when the WAL does, so it is trusted.
+        if size <= _RESTART_WAL_BYTES:
+            held = wal_bytes_held(self._wal_path)
+            if held is not None and held < _CHECKPOINT_WAL_BYTES:
+                return
         self._checkpointing = True
         done = self._w().submit(_checkpoint, write=None)
         done.add_done_callback(self._checkpointed)
