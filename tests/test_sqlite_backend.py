@@ -6,6 +6,7 @@ errors that name the URL and the fix.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import subprocess
@@ -281,7 +282,7 @@ def test_the_wal_file_says_how_much_was_written_since_it_started_over(tmp_path: 
 
     db = tmp_path / "held.db"
     wal = f"{db}-wal"
-    assert wal_bytes_held(wal) is None  # no WAL yet
+    assert wal_bytes_held(wal, 0) is None  # no WAL yet
     conn = sqlite3.connect(db, isolation_level=None)
     try:
         conn.execute("PRAGMA journal_mode = WAL")
@@ -289,19 +290,20 @@ def test_the_wal_file_says_how_much_was_written_since_it_started_over(tmp_path: 
         conn.execute("CREATE TABLE t (x TEXT)")
         conn.executemany("INSERT INTO t VALUES (?)", [("x" * 500,) for _ in range(2_000)])
         page = conn.execute("PRAGMA page_size").fetchone()[0]
-        held = wal_bytes_held(wal)
+        held = wal_bytes_held(wal, os.path.getsize(wal))
         busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         assert (busy, copied) == (0, frames)
         assert held == frames * (24 + page) > 1024 * 1024
         conn.execute("INSERT INTO t VALUES ('y')")  # all copied back: the WAL starts over
-        again = wal_bytes_held(wal)
+        again = wal_bytes_held(wal, os.path.getsize(wal))
         assert again is not None
         assert 0 < again < 64 * 1024
         assert os.path.getsize(wal) > 1024 * 1024  # while the file stays as big
     finally:
         conn.close()
-    (tmp_path / "other-wal").write_bytes(b"not a WAL file at all, " * 10)
-    assert wal_bytes_held(str(tmp_path / "other-wal")) is None
+    other = tmp_path / "other-wal"
+    other.write_bytes(b"not a WAL file at all, " * 10)
+    assert wal_bytes_held(str(other), os.path.getsize(other)) is None
 
 
 def test_once_the_wal_started_over_small_commits_do_not_checkpoint(
@@ -336,7 +338,7 @@ def test_once_the_wal_started_over_small_commits_do_not_checkpoint(
         reader.close()
         assert os.path.getsize(f"{db}-wal") > 2 * 1024 * 1024
         deadline = time.monotonic() + 10
-        with sqlite3.connect(db, isolation_level=None) as conn:
+        with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as conn:
             while time.monotonic() < deadline:  # copy everything back, as a quiet moment would
                 busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 if not busy and copied == frames and not storage._checkpointing:

@@ -259,7 +259,7 @@ class SQLiteStorage(Storage):
         # A file this big may hold only a few frames since the WAL started over (_walsize).
         # Past the RESTART bound the file only grows when the WAL does, so it is trusted.
         if size <= _RESTART_WAL_BYTES:
-            held = wal_bytes_held(self._wal_path)
+            held = wal_bytes_held(self._wal_path, size)
             if held is not None and held < _CHECKPOINT_WAL_BYTES:
                 return
         self._checkpointing = True

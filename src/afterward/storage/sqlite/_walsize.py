@@ -30,9 +30,12 @@ _FRAME_HEADER = 24
 _SALTS_AT = 8  # within a frame header
 
 
-def wal_bytes_held(wal_path: str) -> int | None:
+def wal_bytes_held(wal_path: str, file_size: int) -> int | None:
     """Bytes of the frames written since the WAL last started over (all of them, whether or
-    not a checkpoint copied them back yet); ``None`` if the file is missing or not a WAL."""
+    not a checkpoint copied them back yet); ``None`` if the file is missing or not a WAL.
+
+    ``file_size`` is the file's size as the caller just found it (frames past it are not
+    searched)."""
     try:
         fd = os.open(wal_path, os.O_RDONLY)
     except OSError:
@@ -44,8 +47,8 @@ def wal_bytes_held(wal_path: str) -> int | None:
         magic, _, page_size, _, salts = _HEADER.unpack(head)
         if magic not in _MAGIC or page_size < 512 or page_size & (page_size - 1):
             return None
-        frame = _FRAME_HEADER + page_size
-        lo, hi = 0, (os.fstat(fd).st_size - _HEADER_SIZE) // frame
+        frame: int = _FRAME_HEADER + page_size
+        lo, hi = 0, (file_size - _HEADER_SIZE) // frame
         # Frames before lo carry this round's salts; frames from hi on do not (or are missing).
         while lo < hi:
             mid = (lo + hi) // 2
@@ -53,8 +56,7 @@ def wal_bytes_held(wal_path: str) -> int | None:
                 lo = mid + 1
             else:
                 hi = mid
-        held: int = lo * frame
-        return held
+        return lo * frame
     except OSError:
         return None
     finally:
