@@ -619,9 +619,14 @@ def machine() -> str:
         text=True,
         timeout=60,
     ).stdout.strip()
-    wv = subprocess.run(
-        ["wrk", "-v"], capture_output=True, text=True, timeout=10
-    ).stdout.splitlines()
+    # Without wrk a run of the queue, cost and rss phases is still asked for (see main).
+    wv = (
+        subprocess.run(
+            ["wrk", "-v"], capture_output=True, text=True, timeout=10
+        ).stdout.splitlines()
+        if shutil.which("wrk")
+        else ["wrk not installed"]
+    )
     sqlite_v = subprocess.run(
         [PY, "-c", "import sqlite3;print(sqlite3.sqlite_version)"],
         capture_output=True,
