@@ -149,14 +149,34 @@ def wait_lines(
     return probe_count(), True
 
 
-def read_probe() -> list[tuple[float, float, float]]:
+def read_probe() -> list[tuple[float, float, float, int]]:
     rows = []
     with open(PROBE) as f:
         for line in f:
             parts = line.split()
-            if len(parts) == 3:
-                rows.append((float(parts[0]), float(parts[1]), float(parts[2])))
+            if len(parts) == 4:
+                rows.append((float(parts[0]), float(parts[1]), float(parts[2]), int(parts[3])))
     return rows
+
+
+def skew(rows: list[tuple[float, float, float, int]]) -> dict[str, float]:
+    """How far apart the worker processes got going, and the rate had they started together.
+
+    The rate of a phase runs from the first task's start to the last one's end, as the
+    shared peer harness counts it, so a process that comes up later than the other (its
+    imports, on a busy VM) leaves that one working alone meanwhile. Counting each process
+    from its own first start and adding the rates takes that out.
+    """
+    spans: dict[int, list[float]] = {}
+    for _, start, end, pid in rows:
+        s = spans.setdefault(pid, [start, end, 0])
+        s[0], s[1], s[2] = min(s[0], start), max(s[1], end), s[2] + 1
+    firsts = [s[0] for s in spans.values()]
+    return {
+        "workers": len(spans),
+        "stagger_ms": (max(firsts) - min(firsts)) * 1000,
+        "rate_each_from_own_start": sum(n / max(b - a, 1e-9) for a, b, n in spans.values()),
+    }
 
 
 def reset_probe() -> None:
@@ -186,6 +206,7 @@ def drain_phase(n: int, fn: str, cap: float, tag: str) -> dict[str, Any]:
         "capped": capped,
         "rate": len(rows) / max(last - first, 1e-9),
         "startup_s": first - t_launch,
+        **skew(rows),
     }
 
 
@@ -552,6 +573,13 @@ def report(
         row(title, f"{fmt(s)}/s" if s is not None else "n/a", "—", "—", "—", "—")
         st = qv("drain", "startup_s")
         row("(info) worker start-up to first task", fmt(st, 2, " s"), "—", "—", "—", "—")
+        for name in ("drain", "sleep"):
+            apart, each = qv(name, "stagger_ms"), qv(name, "rate_each_from_own_start")
+            title = (
+                f"(info) {name}: how far apart the 2 workers' first tasks started; the rate "
+                "with each worker counted from its own first task"
+            )
+            row(title, fmt(apart, 1, " ms"), "—", f"{fmt(each)}/s", "—", "—")
     good = [c for c in costs if "error" not in c]
     if good:
         n = good[0]["fill"]["n"]
