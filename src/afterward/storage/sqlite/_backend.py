@@ -36,7 +36,7 @@ from afterward.storage.base import (
     Storage,
 )
 from afterward.storage.sqlite._local import LocalRunner
-from afterward.storage.sqlite._walsize import wal_bytes_held
+from afterward.storage.sqlite._walsize import WalRound, wal_round
 from afterward.storage.sqlite._writer import Op, Writer, execute_while_locked
 
 __all__ = ["SQLiteStorage"]
@@ -172,6 +172,8 @@ class SQLiteStorage(Storage):
         self._commits = 0
         self._completing: dict[asyncio.AbstractEventLoop, _Completions] = {}
         self._checkpointing = False
+        #: The WAL's round and how much it held when the last checkpoint was asked for.
+        self._checkpointed_at = WalRound(b"", 0)
         self._wal_path = os.path.abspath(path) + "-wal"
         self._local: LocalRunner | None = (
             None if durability == "full" else LocalRunner(self._connect, self._w, self._committed)
@@ -257,11 +259,23 @@ class SQLiteStorage(Storage):
         if size < _CHECKPOINT_WAL_BYTES:
             return
         # A file this big may hold only a few frames since the WAL started over (_walsize).
-        # Past the RESTART bound the file only grows when the WAL does, so it is trusted.
+        # Past the RESTART bound the file only grows when the WAL does, so it is trusted,
+        # and every look tries again until a RESTART checkpoint gets through.
+        last = self._checkpointed_at
+        now = WalRound(last.salts, size)
         if size <= _RESTART_WAL_BYTES:
-            held = wal_bytes_held(self._wal_path, size)
-            if held is not None and held < _CHECKPOINT_WAL_BYTES:
+            found = wal_round(self._wal_path, size)
+            if found is not None:
+                now = found
+            # The WAL starts over only when a commit begins with every frame copied back,
+            # which back-to-back commits never allow, so from the first checkpoint to the
+            # RESTART bound it keeps growing. A checkpoint at each look meanwhile copied the
+            # same few pages back, with two fsyncs, every 16 commits: one per 4 MiB written
+            # in this round of the WAL is enough (one-at-a-time enqueue 7,600 -> 9,700/s).
+            since = last.held if now.salts == last.salts else 0
+            if now.held < since + _CHECKPOINT_WAL_BYTES:
                 return
+        self._checkpointed_at = now
         self._checkpointing = True
         done = self._w().submit(_checkpoint, write=None)
         done.add_done_callback(self._checkpointed)

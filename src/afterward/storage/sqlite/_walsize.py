@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import os
 import struct
+from typing import NamedTuple
 
-__all__ = ["wal_bytes_held"]
+__all__ = ["WalRound", "wal_round"]
 
 _HEADER = struct.Struct(">4I8s")  # magic, format version, page size, checkpoint count, salts
 _HEADER_SIZE = 32  # the above, then the header's checksum
@@ -30,9 +31,18 @@ _FRAME_HEADER = 24
 _SALTS_AT = 8  # within a frame header
 
 
-def wal_bytes_held(wal_path: str, file_size: int) -> int | None:
-    """Bytes of the frames written since the WAL last started over (all of them, whether or
-    not a checkpoint copied them back yet); ``None`` if the file is missing or not a WAL.
+class WalRound(NamedTuple):
+    """The frames written since the WAL last started over."""
+
+    #: The header's salts: SQLite draws new ones each time the WAL starts over.
+    salts: bytes
+    #: Bytes of those frames, whether or not a checkpoint copied them back yet.
+    held: int
+
+
+def wal_round(wal_path: str, file_size: int) -> WalRound | None:
+    """What the WAL holds since it last started over; ``None`` if the file is missing or
+    not a WAL.
 
     ``file_size`` is the file's size as the caller just found it (frames past it are not
     searched)."""
@@ -56,7 +66,7 @@ def wal_bytes_held(wal_path: str, file_size: int) -> int | None:
                 lo = mid + 1
             else:
                 hi = mid
-        return lo * frame
+        return WalRound(salts, lo * frame)
     except OSError:
         return None
     finally:
