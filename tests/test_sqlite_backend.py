@@ -308,16 +308,14 @@ def test_the_wal_file_says_how_much_was_written_since_it_started_over(tmp_path: 
     assert wal_round(str(other), os.path.getsize(other)) is None
 
 
-def test_once_the_wal_started_over_small_commits_do_not_checkpoint(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # After the WAL starts over, SQLite writes the file again from its start without shrinking
-    # it. Going by the file's size, one burst had every 16th commit afterwards run a
-    # checkpoint, two fsyncs for a few frames, where SQLite would wait for 4 MiB.
+def count_checkpoints(
+    monkeypatch: pytest.MonkeyPatch, checkpoint_bytes: int, restart_bytes: int
+) -> list[int]:
+    """Scale the WAL's bounds down; the returned list gets an item for each checkpoint run."""
     from afterward.storage.sqlite import _backend
 
-    monkeypatch.setattr(_backend, "_CHECKPOINT_WAL_BYTES", 1024 * 1024)
-    monkeypatch.setattr(_backend, "_RESTART_WAL_BYTES", 8 * 1024 * 1024)
+    monkeypatch.setattr(_backend, "_CHECKPOINT_WAL_BYTES", checkpoint_bytes)
+    monkeypatch.setattr(_backend, "_RESTART_WAL_BYTES", restart_bytes)
     real = _backend._checkpoint
     runs: list[int] = []
 
@@ -326,6 +324,16 @@ def test_once_the_wal_started_over_small_commits_do_not_checkpoint(
         real(conn)
 
     monkeypatch.setattr(_backend, "_checkpoint", counted)
+    return runs
+
+
+def test_once_the_wal_started_over_small_commits_do_not_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # After the WAL starts over, SQLite writes the file again from its start without shrinking
+    # it. Going by the file's size, one burst had every 16th commit afterwards run a
+    # checkpoint, two fsyncs for a few frames, where SQLite would wait for 4 MiB.
+    runs = count_checkpoints(monkeypatch, 1024 * 1024, 8 * 1024 * 1024)
     db = tmp_path / "grown.db"
     app = Afterward(f"sqlite:///{db}", worker="off", env=EnvSettings())
     storage = app.storage
@@ -362,20 +370,10 @@ def test_commits_that_never_pause_checkpoint_once_per_checkpoint_size_written(
     # read holds it here, as a long burst does), so it keeps growing. A checkpoint at every
     # look past the checkpoint size, each 16th commit, copied the same few pages back with
     # two fsyncs each time: one-at-a-time enqueue ran at 7,600/s against 9,700/s.
-    from afterward.storage.sqlite import _backend
     from afterward.storage.sqlite._walsize import wal_round
 
     size = 1024 * 1024
-    monkeypatch.setattr(_backend, "_CHECKPOINT_WAL_BYTES", size)
-    monkeypatch.setattr(_backend, "_RESTART_WAL_BYTES", 64 * size)
-    real = _backend._checkpoint
-    runs: list[int] = []
-
-    def counted(conn: sqlite3.Connection) -> None:
-        runs.append(1)
-        real(conn)
-
-    monkeypatch.setattr(_backend, "_checkpoint", counted)
+    runs = count_checkpoints(monkeypatch, size, 64 * size)
     db = tmp_path / "steady.db"
     app = Afterward(f"sqlite:///{db}", worker="off", env=EnvSettings())
     try:
