@@ -690,7 +690,7 @@ def precompile() -> None:
     """Byte-compile afterward and the workloads once, as an installed package comes.
 
     Where ``PYTHONDONTWRITEBYTECODE`` is set (it is on these VMs) and afterward runs from a
-    source tree, every worker and server process compiled it anew, 15-45 ms more to import
+    source tree, every worker and server process compiled it anew, 13-46 ms more to import
     (worker start-up to first task: median 0.201 s against 0.182 s compiled, 8 sleep phases
     each; how far apart the two workers started did not change measurably).
     """
