@@ -242,9 +242,10 @@ class SQLiteStorage(Storage):
     def _committed(self) -> None:
         # Callers' connections never checkpoint (it may fsync): the I/O thread does, without
         # a transaction and without anyone waiting, once the WAL holds as much as SQLite
-        # itself would let it (about 4 MiB), whether it got there by many small commits or
-        # by a few bulk ones. That is looked at every few commits (one stat(), and a dozen
-        # reads of the file once it is that big), and after every bulk insert.
+        # itself would let it (about 4 MiB), and again for each 4 MiB more while it cannot
+        # start over, whether it got there by many small commits or by a few bulk ones.
+        # That is looked at every few commits (one stat(), and a dozen reads of the file
+        # once it is that big), and after every bulk insert.
         self._commits += 1
         if self._commits % _CHECK_WAL_EVERY == 0:
             self._check_wal()
