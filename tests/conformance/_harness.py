@@ -106,10 +106,19 @@ class Store:
         now: float = T0 + 1,
         result: str | None = None,
         next_owner: str | None = None,
+        *,
+        known: bool = False,
     ) -> tuple[bool, Job | None]:
+        """``known``: pass the job's ``chain_next`` along, as the executor does."""
         job_id, token = _key(job)
         params = JobComplete(
-            job_id, token, now, result, next_owner, now + LEASE if next_owner else None
+            job_id,
+            token,
+            now,
+            result,
+            next_owner,
+            now + LEASE if next_owner else None,
+            job.chain_next if known and isinstance(job, Job) else ...,
         )
         return self._changing(self.storage.job_complete(params))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from types import EllipsisType
 
 import pytest
 
@@ -138,12 +139,13 @@ def chain(store: Store, *ids: str, **fields: object) -> None:
     )
 
 
-def test_chain_step_waits_until_the_step_before_completes(store: Store) -> None:
+@pytest.mark.parametrize("known", [False, True], ids=["read-back", "chain-next-given"])
+def test_chain_step_waits_until_the_step_before_completes(store: Store, known: bool) -> None:
     chain(store, "a", "b")
     assert store.get("b").run_at is None
     a = store.claim_one(now=T0)
     assert store.claim(now=T0 + 10_000, limit=10) == []
-    assert store.complete(a, now=T0 + 5, result='"ok"') == (True, None)
+    assert store.complete(a, now=T0 + 5, result='"ok"', known=known) == (True, None)
     b = store.get("b")
     assert (b.state, b.run_at) == (S.AVAILABLE, T0 + 5)
     assert store.claim_one(now=T0 + 5).id == "b"
@@ -178,19 +180,25 @@ def test_complete_records_result_and_clears_the_lease(store: Store) -> None:
     assert store.get("a") == done
 
 
-def test_completions_made_together_each_get_their_own_outcome(store: Store) -> None:
+@pytest.mark.parametrize("known", [False, True], ids=["read-back", "chain-next-given"])
+def test_completions_made_together_each_get_their_own_outcome(store: Store, known: bool) -> None:
     """Backends may store completions of one moment together; each caller still learns
-    its own outcome: results, a chain's next step, and a stale token refused."""
+    its own outcome: results, a chain's next step, and a stale token refused. Callers that
+    pass each job's ``chain_next`` (as the executor does) learn the same."""
     store.insert([new(i) for i in ("p", "q", "stale")])
     chain(store, "a", "b")
     jobs = {j.id: j for j in store.claim(limit=10)}
     assert set(jobs) == {"p", "q", "stale", "a"}
     store.complete(jobs["stale"], now=T0 + 1)  # already completed: a repeat is refused
+
+    def nxt(job_id: str) -> str | EllipsisType | None:
+        return jobs[job_id].chain_next if known else ...
+
     calls = [
-        JobComplete("p", jobs["p"].lease_token, T0 + 2, '"P"'),
-        JobComplete("a", jobs["a"].lease_token, T0 + 2, None, "w1", T0 + 2 + LEASE),
-        JobComplete("stale", jobs["stale"].lease_token, T0 + 2),
-        JobComplete("q", jobs["q"].lease_token, T0 + 3, '"Q"'),
+        JobComplete("p", jobs["p"].lease_token, T0 + 2, '"P"', None, None, nxt("p")),
+        JobComplete("a", jobs["a"].lease_token, T0 + 2, None, "w1", T0 + 2 + LEASE, nxt("a")),
+        JobComplete("stale", jobs["stale"].lease_token, T0 + 2, None, None, None, nxt("stale")),
+        JobComplete("q", jobs["q"].lease_token, T0 + 3, '"Q"', None, None, nxt("q")),
     ]
 
     async def together() -> list[tuple[bool, Job | None]]:
@@ -212,6 +220,11 @@ Change = Callable[[Store, Job], object]
 STALE_CHANGES: dict[str, tuple[Change, object]] = {
     "complete": (lambda s, j: s.complete(j, now=T0 + 50), (False, None)),
     "complete-next": (lambda s, j: s.complete(j, now=T0 + 50, next_owner="w1"), (False, None)),
+    "complete-known": (lambda s, j: s.complete(j, now=T0 + 50, known=True), (False, None)),
+    "complete-next-known": (
+        lambda s, j: s.complete(j, now=T0 + 50, next_owner="w1", known=True),
+        (False, None),
+    ),
     "fail-retry": (lambda s, j: s.fail(j, now=T0 + 50, retry_at=T0 + 60), False),
     "fail-final": (lambda s, j: s.fail(j, now=T0 + 50), False),
     "fail-cancel": (lambda s, j: s.fail(j, now=T0 + 50, final_state=S.CANCELLED), False),

@@ -196,6 +196,7 @@ class Executor:
                 stored,
                 self.owner if continue_chain else None,
                 now + self.lease_seconds,
+                job.chain_next,
             )
         )
         if not ok:

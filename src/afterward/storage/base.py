@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from types import EllipsisType
 from typing import Any, NamedTuple
 
 from afterward.jobs import Job, JobState, NewJob
@@ -54,6 +55,9 @@ class JobComplete(NamedTuple):
     result: str | None = None
     next_owner: str | None = None
     next_lease_expires_at: float | None = None
+    #: The job's ``chain_next`` as its claim returned it (it never changes), so the storage
+    #: need not read it back; ``...``: not known, the storage reads it.
+    chain_next: str | EllipsisType | None = ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -378,12 +378,41 @@ class SQLiteStorage(Storage):
         with batch.lock:
             batch.taken = True
             params = list(batch.params)
+        if all(p.chain_next is not ... for p in params):  # the executor always knows it
+            return self._complete_known(conn, params)
         if len(params) == 1:
             return [self._op_job_complete(params[0])[0](conn)]
         items = json_text([[p.id, p.token, p.now, p.result] for p in params])
         done = dict(conn.execute(Q["jobs_complete_many"], {"items": items}).fetchall())
         return [
             (True, self._chain_next(conn, p, done[p.id])) if p.id in done else (False, None)
+            for p in params
+        ]
+
+    def _complete_known(
+        self, conn: sqlite3.Connection, params: list[JobComplete]
+    ) -> list[tuple[bool, Job | None]]:
+        # Without RETURNING, which SQLite carries out by storing the rows in a temporary table
+        # first, a worker's job costs 4 % fewer instructions (bench/count.py: 266,872 ->
+        # 255,948). The count of changed rows tells whether every caller still held its lease.
+        if len(params) == 1:
+            p = params[0]
+            args = {"id": p.id, "token": p.token, "now": p.now, "result": p.result}
+            done = {p.id} if conn.execute(Q["job_complete_known"], args).rowcount else set()
+        else:
+            items = json_text([[p.id, p.token, p.now, p.result] for p in params])
+            changed = conn.execute(Q["jobs_complete_many_known"], {"items": items}).rowcount
+            if changed == len(params):
+                done = {p.id for p in params}
+            else:  # some lease moved on meanwhile
+                done = {r[0] for r in conn.execute(Q["jobs_completed_as"], {"items": items})}
+        return [
+            (
+                True,
+                self._chain_next(conn, p, p.chain_next if isinstance(p.chain_next, str) else None),
+            )
+            if p.id in done
+            else (False, None)
             for p in params
         ]
 
