@@ -31,12 +31,13 @@ RETURNING id, task, payload, queue, priority, attempt, max_attempts, timeout, ru
     lease_token, chain_next, errors
 
 -- name: job_complete --
--- Record success if the caller still holds the lease; returns the next chain step's id.
+-- Record success if the caller still holds the lease: changes one row, or none. No RETURNING:
+-- SQLite would store the returned rows in a temporary table first, and the caller knows the
+-- chain's next step from the claim (job_chain_next reads it for callers that do not).
 UPDATE afterward_jobs
 SET state = 'completed', finished_at = :now, result = :result,
     lease_owner = NULL, lease_expires_at = NULL
 WHERE id = :id AND state = 'running' AND lease_token = :token
-RETURNING chain_next
 
 -- name: jobs_complete_many --
 -- job_complete for several jobs at once: items is a JSON array of [id, token, now, result].
@@ -46,31 +47,17 @@ SET state = 'completed', finished_at = json_extract(i.value, '$[2]'),
 FROM json_each(:items) AS i
 WHERE j.id = json_extract(i.value, '$[0]') AND j.lease_token = json_extract(i.value, '$[1]')
   AND j.state = 'running'
-RETURNING id, chain_next
-
--- name: job_complete_known --
--- job_complete for a caller that knows the chain's next step: no RETURNING, whose rows SQLite
--- would first store in a temporary table. Changes one row if the caller holds the lease.
-UPDATE afterward_jobs
-SET state = 'completed', finished_at = :now, result = :result,
-    lease_owner = NULL, lease_expires_at = NULL
-WHERE id = :id AND state = 'running' AND lease_token = :token
-
--- name: jobs_complete_many_known --
--- jobs_complete_many for callers that know each chain's next step (job_complete_known).
-UPDATE afterward_jobs AS j
-SET state = 'completed', finished_at = json_extract(i.value, '$[2]'),
-    result = json_extract(i.value, '$[3]'), lease_owner = NULL, lease_expires_at = NULL
-FROM json_each(:items) AS i
-WHERE j.id = json_extract(i.value, '$[0]') AND j.lease_token = json_extract(i.value, '$[1]')
-  AND j.state = 'running'
 
 -- name: jobs_completed_as --
--- After jobs_complete_many_known changed fewer rows than it was given: which of the items
--- it completed (a job completed with the item's token and time; a token is never reused).
+-- After jobs_complete_many changed fewer rows than it was given: which of the items it
+-- completed (a job completed with the item's token and time; a token is never reused).
 SELECT j.id FROM afterward_jobs AS j, json_each(:items) AS i
 WHERE j.id = json_extract(i.value, '$[0]') AND j.lease_token = json_extract(i.value, '$[1]')
   AND j.state = 'completed' AND j.finished_at = json_extract(i.value, '$[2]')
+
+-- name: job_chain_next --
+-- The next chain step of a job, for a completion whose caller did not pass it.
+SELECT chain_next FROM afterward_jobs WHERE id = :id
 
 -- name: chain_release --
 -- Make the next chain step available now that the step before it completed.
