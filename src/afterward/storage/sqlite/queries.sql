@@ -16,8 +16,8 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 -- Claim the due jobs with the highest priority, oldest first: count an attempt, take a lease.
 -- The state test is written exactly as afterward_jobs_due's condition (migration 0003), so
 -- the planner walks that index; rowid, which the index holds, finds each row without a
--- second search through the id index. Returns only what the claim did not set itself: its caller
--- knows the state, owner and lease, and a claimable job has no finish time or result yet.
+-- second search through the id index. Returns only what the claim did not set itself: its
+-- caller knows the state, owner and lease, and a claimable job has no finish time or result.
 UPDATE afterward_jobs
 SET state = 'running', attempt = attempt + 1, attempted_at = :now, lease_owner = :owner,
     lease_token = lease_token + 1, lease_expires_at = :expires
