@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import sys
 
 import run
@@ -23,10 +22,6 @@ import run
 #: phase -> (jobs, task function), as run.py sizes them
 PHASES = {"sleep": (2_000, "sleeper"), "drain": (20_000, "noop"), "drain_async": (20_000, "anoop")}
 CAP = 45.0  # seconds a phase may take, as in run.py
-
-
-def spread(xs: list[float]) -> str:
-    return f"{statistics.median(xs):,.0f} ({min(xs):,.0f}-{max(xs):,.0f}, n={len(xs)})"
 
 
 def main() -> int:
@@ -40,9 +35,8 @@ def main() -> int:
     rates: dict[str, list[float]] = {t: [] for t in trees}
     own: dict[str, list[float]] = {t: [] for t in trees}
     try:
-        for t in trees:
-            run.SRC[:] = [t]
-            run.precompile()
+        run.SRC[:] = trees
+        run.precompile()  # every tree and the workloads, in one compileall
         for turn in range(a.turns):
             for t in trees if turn % 2 == 0 else trees[::-1]:
                 run.SRC[:] = [t]
@@ -66,7 +60,7 @@ def main() -> int:
     print("|---|---|---|")
     for t in trees:
         if rates[t]:
-            print(f"| {t} | {spread(rates[t])} | {spread(own[t])} |")
+            print(f"| {t} | {run.fmt(run.stat(rates[t]))} | {run.fmt(run.stat(own[t]))} |")
     return 0
 
 
