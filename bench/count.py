@@ -12,6 +12,7 @@ change that matters with ``run.py``. Needs valgrind (``apt-get install -y valgri
 
 Cases:
   worker      an in-process worker (uvloop, 32 at a time) drains 10 ms sleepers from SQLite
+  bulk        ``enqueue_many`` of no-op jobs in calls of 1,000 (run.py's bulk phase)
   asgi_plain  GET /bg_async: FastAPI's own BackgroundTasks with an async no-op, via ASGI
   asgi_aw     GET /aw_async: the afterward drop-in with an async no-op, via ASGI
   asgi_aw_sync  GET /aw_sync: the drop-in with a sync no-op (afterward's thread pool)
@@ -37,6 +38,7 @@ PY = str(ROOT / ".venv" / "bin" / "python")
 #: case -> (script, extra arguments, small N, large N, unit)
 CASES: dict[str, tuple[str, list[str], int, int, str]] = {
     "worker": ("count_worker.py", [], 320, 960, "job"),
+    "bulk": ("count_bulk.py", [], 5_000, 15_000, "job"),
     "asgi_plain": ("count_asgi.py", ["/bg_async"], 800, 2400, "request"),
     "asgi_aw": ("count_asgi.py", ["/aw_async"], 800, 2400, "request"),
     "asgi_aw_sync": ("count_asgi.py", ["/aw_sync"], 800, 2400, "request"),
