@@ -330,18 +330,29 @@ class SQLiteStorage(Storage):
     # -- operations: each returns (function run on the I/O thread, whether it writes) -----
 
     def _op_job_insert_many(self, jobs: Sequence[NewJob], now: float) -> tuple[Op, bool]:
-        free = [
-            (*n[:9], "scheduled" if n.run_at is None or n.run_at > now else "available", now)
-            for n in jobs
-            if n.owner is None
-        ]
-        held = [(*n, "running", 1, now, now, 1) for n in jobs if n.owner is not None]
+        if all(n.timeout is None and n.chain_next is None for n in jobs):
+            # No None to bind for those two columns (see job_insert_plain).
+            free_sql, held_sql = Q["job_insert_unclaimed_plain"], Q["job_insert_plain"]
+            free = [(*n[:6], n.run_at, now) for n in jobs if n.owner is None]
+            held = [
+                (*n[:6], n.run_at, n.owner, n.lease_expires_at, now)
+                for n in jobs
+                if n.owner is not None
+            ]
+        else:
+            free_sql, held_sql = Q["job_insert_unclaimed"], Q["job_insert"]
+            free = [
+                (*n[:9], "scheduled" if n.run_at is None or n.run_at > now else "available", now)
+                for n in jobs
+                if n.owner is None
+            ]
+            held = [(*n, "running", 1, now, now, 1) for n in jobs if n.owner is not None]
 
         def op(conn: sqlite3.Connection) -> None:
             if free:
-                conn.executemany(Q["job_insert_unclaimed"], free)
+                conn.executemany(free_sql, free)
             if held:
-                conn.executemany(Q["job_insert"], held)
+                conn.executemany(held_sql, held)
 
         return op, True
 

@@ -12,6 +12,25 @@ INSERT INTO afterward_jobs (id, task, payload, queue, priority, max_attempts, ti
     chain_next, state, created_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 
+-- name: job_insert_plain --
+-- job_insert for jobs with no timeout and no chain step after them, the common case: both
+-- columns keep their NULL default. Python's sqlite3 binds None only after looking for an
+-- adapter, which raises and clears two AttributeErrors: 3,300 instructions a value, a tenth
+-- of a bulk enqueue's cost per job. What is the same for every row is written here, not
+-- bound: id, task, payload, queue, priority, max_attempts, run_at, owner, lease expiry, now.
+INSERT INTO afterward_jobs (id, task, payload, queue, priority, max_attempts, run_at,
+    lease_owner, lease_expires_at, state, attempt, created_at, attempted_at, lease_token)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'running', 1, ?10, ?10, 1)
+
+-- name: job_insert_unclaimed_plain --
+-- job_insert_unclaimed without timeout and chain_next (see job_insert_plain): id, task,
+-- payload, queue, priority, max_attempts, run_at, now. A job is due if run_at <= now; one
+-- with no run_at waits for the chain step before it.
+INSERT INTO afterward_jobs (id, task, payload, queue, priority, max_attempts, run_at, state,
+    created_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7,
+    CASE WHEN ?7 <= ?8 THEN 'available' ELSE 'scheduled' END, ?8)
+
 -- name: job_claim --
 -- Claim the due jobs with the highest priority, oldest first: count an attempt, take a lease.
 -- The state test is written exactly as afterward_jobs_due's condition (migration 0003), so
