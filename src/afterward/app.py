@@ -385,25 +385,38 @@ class Afterward:
         handles: list[TaskHandle] = []
         jobs: list[NewJob] = []
         limit = self.max_payload_bytes
-        for c in calls:
-            spec = self._spec(c.func)
+        # Bulk work: one function's calls in a row share its spec, and both records are built
+        # with tuple.__new__, not through the named tuples' own __new__ (a Python function
+        # each): together a sixth of enqueue_many's instructions per job in Python.
+        make = tuple.__new__
+        last: Callable[..., Any] | None = None
+        spec: _Spec | None = None
+        for func, args, kwargs in calls:
+            if func is not last:
+                spec, last = self._spec(func), func
             try:
                 if spec is None:
                     raise Unstorable("", None)
-                payload = encode_payload(spec.name, c.args, c.kwargs, max_bytes=limit)
+                payload = encode_payload(spec.name, args, kwargs, max_bytes=limit)
             except Unstorable:
-                p = self.prepare(c.func, c.args, c.kwargs)  # warns, or raises in strict mode
+                p = self.prepare(func, args, kwargs)  # warns, or raises in strict mode
                 raise NotStorableError(
                     f"enqueue cannot run {p.handle.task} later: it cannot be stored "
                     "(see the warning above); pass stored values or call it directly"
                 ) from None
             job_id = new_job_id()
-            handles.append(TaskHandle(job_id, spec.name))
-            job = NewJob(
-                job_id, spec.name, payload, spec.queue, spec.priority, spec.max_attempts,
-                spec.timeout, now,
+            name = spec.name
+            handles.append(make(TaskHandle, (job_id, name, True)))
+            # Every field of NewJob, in order: nobody holds it, nothing comes after it.
+            jobs.append(
+                make(
+                    NewJob,
+                    (
+                        job_id, name, payload, spec.queue, spec.priority, spec.max_attempts,
+                        spec.timeout, now, None, None, None,
+                    ),
+                )
             )  # fmt: skip
-            jobs.append(job)
         return handles, jobs
 
     def enqueue(self, func: Callable[P, Any], *args: P.args, **kwargs: P.kwargs) -> TaskHandle:
