@@ -222,11 +222,17 @@ def encode_payload(
     and ``Unstorable`` for values that are not data.
     """
     try:
-        enc_args = [_enc(a) for a in args]
-        enc_kwargs = {
-            (k if k.isascii() and "\x00" not in k else _check_key(k, func_name)): _enc(v)
-            for k, v in kwargs.items()
-        }
+        # map() and no comprehension for absent keywords: on Python 3.11 each comprehension
+        # is a function call of its own, a fifth of this function's time for one argument.
+        enc_args = list(map(_enc, args))
+        enc_kwargs = (
+            {
+                (k if k.isascii() and "\x00" not in k else _check_key(k, func_name)): _enc(v)
+                for k, v in kwargs.items()
+            }
+            if kwargs
+            else {}
+        )
     except (_Bad, _NotData):
         # Only on the error path: encode again, naming each argument, to say which one.
         enc_args = [
