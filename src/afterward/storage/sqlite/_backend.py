@@ -333,8 +333,8 @@ class SQLiteStorage(Storage):
         if all(n.timeout is None and n.chain_next is None for n in jobs):
             # No None to bind for those two columns (see job_insert_plain).
             free_sql, held_sql = Q["job_insert_unclaimed_plain"], Q["job_insert_plain"]
-            free = [(*n[:6], n.run_at, now) for n in jobs if n.owner is None]
-            held = [
+            free: list[tuple[Any, ...]] = [(*n[:6], n.run_at, now) for n in jobs if n.owner is None]
+            held: list[tuple[Any, ...]] = [
                 (*n[:6], n.run_at, n.owner, n.lease_expires_at, now)
                 for n in jobs
                 if n.owner is not None
