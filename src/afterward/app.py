@@ -595,25 +595,16 @@ _NO_OPTIONS = TaskOptions()
 
 
 def _claimed(new: NewJob, now: float) -> Job:
-    return Job(
-        id=new.id,
-        task=new.task,
-        payload=new.payload,
-        state=JobState.RUNNING,
-        queue=new.queue,
-        priority=new.priority,
-        attempt=1,
-        max_attempts=new.max_attempts,
-        timeout=new.timeout,
-        run_at=new.run_at,
-        created_at=now,
-        attempted_at=now,
-        finished_at=None,
-        lease_owner=new.owner,
-        lease_token=1,
-        lease_expires_at=new.lease_expires_at,
-        chain_next=new.chain_next,
-    )
+    # Every field of Job in order, built with tuple.__new__: one per request's task, and
+    # Job's own __new__ is a Python function call (with keywords, a slow one).
+    return tuple.__new__(
+        Job,
+        (
+            new.id, new.task, new.payload, JobState.RUNNING, new.queue, new.priority, 1,
+            new.max_attempts, new.timeout, new.run_at, now, now, None, new.owner, 1,
+            new.lease_expires_at, new.chain_next, (), None,
+        ),
+    )  # fmt: skip
 
 
 def _describe(func: Any) -> str:

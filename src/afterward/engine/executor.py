@@ -188,8 +188,11 @@ class Executor:
             )
             stored = None
         now = self.clock.now()
-        ok, nxt = await self.storage.job_complete(
-            JobComplete(
+        # Every field of JobComplete in order, built with tuple.__new__ (one per job; the
+        # named tuple's own __new__ is a Python function call).
+        params: JobComplete = tuple.__new__(
+            JobComplete,
+            (
                 job.id,
                 job.lease_token,
                 now,
@@ -197,8 +200,9 @@ class Executor:
                 self.owner if continue_chain else None,
                 now + self.lease_seconds,
                 job.chain_next,
-            )
+            ),
         )
+        ok, nxt = await self.storage.job_complete(params)
         if not ok:
             _lost(job, "completed")
         return nxt

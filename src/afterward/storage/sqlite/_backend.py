@@ -58,6 +58,7 @@ _PRUNE_CHUNK = 1_000
 
 
 _STATES = {s.value: s for s in JobState}
+_make = tuple.__new__
 
 
 def _checkpoint(conn: sqlite3.Connection) -> None:
@@ -115,10 +116,14 @@ def _claimed(row: sqlite3.Row, now: float, owner: str, expires: float) -> Job:
         id_, task, payload, queue, priority, attempt, max_attempts, timeout, run_at,
         created_at, token, chain_next, errors,
     ) = row  # fmt: skip
-    return Job(
-        id_, task, payload, _S.RUNNING, queue, priority, attempt, max_attempts, timeout,
-        run_at, created_at, now, None, owner, token, expires, chain_next,
-        tuple(json.loads(errors)) if errors != "[]" else (), None,
+    # tuple.__new__ with every field in order: Job's own __new__ is a Python function call.
+    return _make(
+        Job,
+        (
+            id_, task, payload, _S.RUNNING, queue, priority, attempt, max_attempts, timeout,
+            run_at, created_at, now, None, owner, token, expires, chain_next,
+            tuple(json.loads(errors)) if errors != "[]" else (), None,
+        ),
     )  # fmt: skip
 
 
