@@ -12,6 +12,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
@@ -77,12 +78,29 @@ def wait_for(
     raise TimeoutError(f"{what} not reached within {timeout:g}s")
 
 
+_handed_out: set[int] = set()
+_handed_out_lock = threading.Lock()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A TCP port on 127.0.0.1 that nothing listens on right now, and that this test process
+    has not handed out before.
+
+    The port is free only until someone binds it. Two threads that started servers at once
+    (the kill test's lanes) could get the same one: one server then failed to bind, but the
+    other's was already listening there, so waiting for the port let the loser's request go
+    to the winner's server, which its own lane killed mid-request. Never handing a port out
+    twice rules that out.
+    """
+    for _ in range(1_000):
+        with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+        with _handed_out_lock:
+            if port not in _handed_out:
+                _handed_out.add(port)
+                return port
+    raise RuntimeError("1,000 free ports in a row had been handed out before")
 
 
 def port_open(port: int) -> bool:
