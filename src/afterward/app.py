@@ -387,7 +387,7 @@ class Afterward:
         limit = self.max_payload_bytes
         # Bulk work: one function's calls in a row share its spec, and both records are built
         # with tuple.__new__, not through the named tuples' own __new__ (a Python function
-        # each): together a sixth of enqueue_many's instructions per job in Python.
+        # each): together 6 % of enqueue_many's instructions per job.
         make = tuple.__new__
         last: Callable[..., Any] | None = None
         spec: _Spec | None = None

@@ -23,11 +23,11 @@ from afterward.storage.sqlite._writer import Op, Writer, execute_while_locked, i
 __all__ = ["LocalRunner"]
 
 # Another process's write transaction lasts about a millisecond at most (a worker's round of
-# 32 completions and a claim: 0.3-1 ms), and a timer cannot wait less than one (the loop's
+# 32 completions and a claim: 0.5-1 ms), and a timer cannot wait less than one (the loop's
 # timeouts are whole milliseconds): so retry on the next loop iterations for that long, then
 # every millisecond, then hand over. Spinning for only 0.5 ms left a waiter asleep on its
 # timer, often for 1-2 ms, after the lock had come free: two workers draining one file
-# waited 200-390 ms a second for each other that way, against 30-150 ms with 2 ms.
+# waited 180-390 ms a second for each other that way, against 30-150 ms with 2 ms.
 _SPIN_SECONDS = 0.002
 _RETRY_DELAY = 0.001
 _ON_LOOP_SECONDS = 0.010  # then the batch moves to the I/O thread, which waits properly

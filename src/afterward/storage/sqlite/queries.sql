@@ -16,8 +16,9 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 -- job_insert for jobs with no timeout and no chain step after them, the common case: both
 -- columns keep their NULL default. Python's sqlite3 binds None only after looking for an
 -- adapter, which raises and clears two AttributeErrors: 3,300 instructions a value, a tenth
--- of a bulk enqueue's cost per job. What is the same for every row is written here, not
--- bound: id, task, payload, queue, priority, max_attempts, run_at, owner, lease expiry, now.
+-- of a bulk enqueue's cost per job. State, attempt and token, the same for every row, are
+-- written here, not bound. Parameters: id, task, payload, queue, priority, max_attempts,
+-- run_at, owner, lease expiry, now.
 INSERT INTO afterward_jobs (id, task, payload, queue, priority, max_attempts, run_at,
     lease_owner, lease_expires_at, state, attempt, created_at, attempted_at, lease_token)
 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'running', 1, ?10, ?10, 1)
