@@ -58,7 +58,7 @@ _PRUNE_CHUNK = 1_000
 
 
 _STATES = {s.value: s for s in JobState}
-_make = tuple.__new__
+_new_tuple = tuple.__new__
 
 
 def _checkpoint(conn: sqlite3.Connection) -> None:
@@ -117,7 +117,7 @@ def _claimed(row: sqlite3.Row, now: float, owner: str, expires: float) -> Job:
         created_at, token, chain_next, errors,
     ) = row  # fmt: skip
     # tuple.__new__ with every field in order: Job's own __new__ is a Python function call.
-    return _make(
+    return _new_tuple(
         Job,
         (
             id_, task, payload, _S.RUNNING, queue, priority, attempt, max_attempts, timeout,
@@ -335,6 +335,7 @@ class SQLiteStorage(Storage):
     # -- operations: each returns (function run on the I/O thread, whether it writes) -----
 
     def _op_job_insert_many(self, jobs: Sequence[NewJob], now: float) -> tuple[Op, bool]:
+        # The statements work out the initial state themselves (from run_at and now).
         if all(n.timeout is None and n.chain_next is None for n in jobs):
             # No None to bind for those two columns (see job_insert_plain).
             free_sql, held_sql = Q["job_insert_unclaimed_plain"], Q["job_insert_plain"]
@@ -346,12 +347,8 @@ class SQLiteStorage(Storage):
             ]
         else:
             free_sql, held_sql = Q["job_insert_unclaimed"], Q["job_insert"]
-            free = [
-                (*n[:9], "scheduled" if n.run_at is None or n.run_at > now else "available", now)
-                for n in jobs
-                if n.owner is None
-            ]
-            held = [(*n, "running", 1, now, now, 1) for n in jobs if n.owner is not None]
+            free = [(*n[:9], now) for n in jobs if n.owner is None]
+            held = [(*n, now) for n in jobs if n.owner is not None]
 
         def op(conn: sqlite3.Connection) -> None:
             if free:

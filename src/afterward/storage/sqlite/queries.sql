@@ -1,32 +1,34 @@
 -- name: job_insert --
--- Store one new job; positional (bulk inserts bind a tuple per row, much cheaper than a dict):
--- the fields of NewJob in their order, then state, attempt, created_at, attempted_at, token.
+-- Store one new job held by the process that stored it; positional (bulk inserts bind a tuple
+-- per row, much cheaper than a dict): the fields of NewJob in their order, then now. State,
+-- attempt and token, the same for every row, are written here, not bound.
 INSERT INTO afterward_jobs (id, task, payload, queue, priority, max_attempts, timeout, run_at,
     chain_next, lease_owner, lease_expires_at, state, attempt, created_at, attempted_at,
     lease_token)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'running', 1, ?12, ?12, 1)
 
 -- name: job_insert_unclaimed --
 -- job_insert for jobs nobody holds yet (enqueue): attempt, lease and token keep their defaults.
+-- The first nine fields of NewJob, then now. A job is due if run_at <= now; one with no run_at
+-- waits for the chain step before it.
 INSERT INTO afterward_jobs (id, task, payload, queue, priority, max_attempts, timeout, run_at,
     chain_next, state, created_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,
+    CASE WHEN ?8 <= ?10 THEN 'available' ELSE 'scheduled' END, ?10)
 
 -- name: job_insert_plain --
 -- job_insert for jobs with no timeout and no chain step after them, the common case: both
 -- columns keep their NULL default. Python's sqlite3 binds None only after looking for an
 -- adapter, which raises and clears two AttributeErrors: 3,300 instructions a value, a tenth
--- of a bulk enqueue's cost per job. State, attempt and token, the same for every row, are
--- written here, not bound. Parameters: id, task, payload, queue, priority, max_attempts,
--- run_at, owner, lease expiry, now.
+-- of a bulk enqueue's cost per job. Parameters: id, task, payload, queue, priority,
+-- max_attempts, run_at, owner, lease expiry, now.
 INSERT INTO afterward_jobs (id, task, payload, queue, priority, max_attempts, run_at,
     lease_owner, lease_expires_at, state, attempt, created_at, attempted_at, lease_token)
 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'running', 1, ?10, ?10, 1)
 
 -- name: job_insert_unclaimed_plain --
 -- job_insert_unclaimed without timeout and chain_next (see job_insert_plain): id, task,
--- payload, queue, priority, max_attempts, run_at, now. A job is due if run_at <= now; one
--- with no run_at waits for the chain step before it.
+-- payload, queue, priority, max_attempts, run_at, now.
 INSERT INTO afterward_jobs (id, task, payload, queue, priority, max_attempts, run_at, state,
     created_at)
 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7,
