@@ -36,13 +36,15 @@ def test_insert_many_is_all_or_nothing_on_a_duplicate_id(store: Store) -> None:
     assert store.find("d") is None
 
 
-def test_insert_sets_the_state_from_run_at_and_owner(store: Store) -> None:
+# A timeout stores every column, which SQLite inserts with statements of their own.
+@pytest.mark.parametrize("timeout", [None, 30.0], ids=["no-timeout", "timeout"])
+def test_insert_sets_the_state_from_run_at_and_owner(store: Store, timeout: float | None) -> None:
     store.insert(
         [
-            new("due", run_at=T0),
-            new("later", run_at=T0 + 60),
-            new("waits", run_at=None),
-            new("mine", owner="web-1", lease_expires_at=T0 + LEASE),
+            new("due", run_at=T0, timeout=timeout),
+            new("later", run_at=T0 + 60, timeout=timeout),
+            new("waits", run_at=None, timeout=timeout),
+            new("mine", owner="web-1", lease_expires_at=T0 + LEASE, timeout=timeout),
         ]
     )
     assert store.get("due").state is S.AVAILABLE
