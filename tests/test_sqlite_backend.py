@@ -25,6 +25,7 @@ from afterward.jobs import JobState, NewJob
 from afterward.storage import storage_from_url
 from afterward.storage.base import JobsList
 from afterward.storage.sqlite import SQLiteStorage
+from afterward.storage.sqlite._multirow import insert_rows
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -478,3 +479,30 @@ def test_a_failing_call_in_a_shared_transaction_keeps_the_others(
         assert "UNIQUE" in str(outcomes[1])
         ids = {j.id for j in storage.call_sync("jobs_list", JobsList((), None, 10))}
         assert ids == {"dup", "a", "b", "c"}
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "INSERT INTO t (a, b) SELECT 1, 2",  # no VALUES
+        "INSERT INTO t (a, b) VALUES (?, ?)",  # unnumbered
+        "INSERT INTO t (a, b) VALUES (?1, ?3)",  # a gap: rows would not line up
+        "INSERT INTO t (a, b) VALUES (1, 2)",  # nothing to bind
+    ],
+)
+def test_multirow_inserts_refuse_a_statement_they_cannot_repeat(tmp_path: Path, sql: str) -> None:
+    conn = sqlite3.connect(tmp_path / "t.db")
+    conn.execute("CREATE TABLE t (a, b)")
+    with pytest.raises(ValueError, match="one-row INSERT with numbered parameters"):
+        insert_rows(conn, sql, [(1, 2)] * 150)
+    assert conn.execute("SELECT count(*) FROM t").fetchone() == (0,)
+    conn.close()
+
+
+def test_multirow_inserts_keep_every_row_in_order(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "t.db")
+    conn.execute("CREATE TABLE t (a, b, c)")
+    rows = [(i, f"b{i}", i * 0.5) for i in range(1, 232)]
+    insert_rows(conn, "INSERT INTO t (a, b, c) VALUES (?1, ?2, ?3 + 0.0)", rows)
+    assert conn.execute("SELECT a, b, c FROM t ORDER BY rowid").fetchall() == rows
+    conn.close()

@@ -15,7 +15,7 @@ from types import EllipsisType
 import pytest
 
 from afterward.errors import StorageError
-from afterward.jobs import Job, JobState
+from afterward.jobs import Job, JobState, NewJob
 from afterward.storage.base import JobComplete
 from tests.conformance._harness import LEASE, T0, Store, new
 
@@ -59,6 +59,61 @@ def test_insert_sets_the_state_from_run_at_and_owner(store: Store, timeout: floa
     )
     fresh = store.get("due")
     assert (fresh.attempt, fresh.lease_token, fresh.errors, fresh.created_at) == (0, 0, (), T0)
+
+
+def _varied(i: int, timeout: float | None) -> NewJob:
+    held = i % 4 == 0
+    return new(
+        f"j{i:03d}",
+        payload=f'{{"args":[{i}],"kwargs":{{}}}}',
+        queue=f"q{i % 3}",
+        priority=i % 5,
+        max_attempts=1 + i % 7,
+        timeout=timeout,
+        run_at=T0 + (i % 2) * 60,
+        chain_next=f"next-{i}" if i % 9 == 0 else None,
+        owner="web-1" if held else None,
+        lease_expires_at=T0 + LEASE + i if held else None,
+    )
+
+
+# SQLite stores a long insert a hundred rows a statement and the rest row by row: 250 jobs
+# cover both, for each of its four insert statements (held or not, timeout or not).
+@pytest.mark.parametrize("timeout", [None, 30.0], ids=["no-timeout", "timeout"])
+def test_a_long_insert_stores_every_job_with_its_own_fields(
+    store: Store, timeout: float | None
+) -> None:
+    jobs = [_varied(i, timeout) for i in range(250)]
+    store.insert(jobs)
+    assert sum(store.count().values()) == 250
+    for n in jobs:
+        got = store.get(n.id)
+        assert (got.payload, got.queue, got.priority, got.max_attempts, got.timeout) == (
+            n.payload,
+            n.queue,
+            n.priority,
+            n.max_attempts,
+            n.timeout,
+        )
+        assert (got.run_at, got.chain_next, got.lease_owner, got.lease_expires_at) == (
+            n.run_at,
+            n.chain_next,
+            n.owner,
+            n.lease_expires_at,
+        )
+        if n.owner is not None:
+            expected = S.RUNNING
+        else:
+            expected = S.AVAILABLE if n.run_at is not None and n.run_at <= T0 else S.SCHEDULED
+        assert got.state is expected, n.id
+
+
+def test_a_long_insert_is_all_or_nothing_too(store: Store) -> None:
+    ids = [f"d{i:03d}" for i in range(250)]
+    ids[120] = "d050"  # in SQLite, a statement after the first has the duplicate
+    with pytest.raises(StorageError):
+        store.insert([new(i) for i in ids])
+    assert store.listed() == []
 
 
 # -- claim --------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from afterward.storage.base import (
     Storage,
 )
 from afterward.storage.sqlite._local import LocalRunner
+from afterward.storage.sqlite._multirow import insert_rows
 from afterward.storage.sqlite._walsize import WalRound, wal_round
 from afterward.storage.sqlite._writer import Op, Writer, execute_while_locked
 
@@ -352,9 +353,9 @@ class SQLiteStorage(Storage):
 
         def op(conn: sqlite3.Connection) -> None:
             if free:
-                conn.executemany(free_sql, free)
+                insert_rows(conn, free_sql, free)
             if held:
-                conn.executemany(held_sql, held)
+                insert_rows(conn, held_sql, held)
 
         return op, True
 
