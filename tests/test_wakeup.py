@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -119,3 +121,52 @@ def test_a_new_listener_clears_killed_workers_sockets_and_keeps_live_ones(tmp_pa
     left = asyncio.run(scenario())
     assert len(left) == 2  # the live listener's socket and the newcomer's own
     assert "1-dead.sock" not in left
+
+
+def test_a_listener_never_stopped_is_cleared_when_its_process_exits(tmp_path: Path) -> None:
+    # The zero-config drop-in's worker runs in a daemon thread that nobody stops when the
+    # server exits: uvicorn on SIGTERM, with no lifespan, left its socket file in /tmp.
+    script = (
+        "import asyncio, sys\n"
+        "from afterward.storage._wakeup import WakeChannel\n"
+        "channel = WakeChannel(sys.argv[1])\n"
+        "async def main() -> None:\n"
+        "    channel.listen(lambda: None)\n"
+        "    print(channel.directory, flush=True)\n"
+        "asyncio.new_event_loop().run_until_complete(main())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "jobs.db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    directory = out.stdout.strip()
+    assert directory == WakeChannel(str(tmp_path / "jobs.db")).directory
+    assert not os.path.exists(directory)
+
+
+def test_a_forked_child_exiting_leaves_its_parents_listener_alone(tmp_path: Path) -> None:
+    script = (
+        "import asyncio, os, sys\n"
+        "from afterward.storage._wakeup import WakeChannel\n"
+        "channel = WakeChannel(sys.argv[1])\n"
+        "async def main() -> None:\n"
+        "    channel.listen(lambda: None)\n"
+        "asyncio.new_event_loop().run_until_complete(main())\n"
+        "child = os.fork()\n"
+        "if child == 0:\n"
+        "    sys.exit(0)  # runs the exit hooks it inherited\n"
+        "os.waitpid(child, 0)\n"
+        "print(len(os.listdir(channel.directory)), flush=True)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "jobs.db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert out.stdout.strip() == "1"  # the parent's socket, still there for its wake-ups
+    assert not os.path.exists(WakeChannel(str(tmp_path / "jobs.db")).directory)

@@ -10,6 +10,7 @@ the directory by whoever leaves it empty.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import hashlib
 import os
@@ -74,7 +75,8 @@ class WakeChannel:
     def listen(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Call ``callback`` on the running loop at each wake-up; returns the stop function."""
         loop = asyncio.get_running_loop()
-        path = os.path.join(self.directory, f"{os.getpid()}-{os.urandom(4).hex()}.sock")
+        pid = os.getpid()
+        path = os.path.join(self.directory, f"{pid}-{os.urandom(4).hex()}.sock")
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         sock.setblocking(False)
         try:
@@ -92,15 +94,24 @@ class WakeChannel:
 
         loop.add_reader(sock.fileno(), readable)
 
-        def stop() -> None:
-            with contextlib.suppress(Exception):
-                loop.remove_reader(sock.fileno())
-            sock.close()
+        def leave() -> None:
+            if os.getpid() != pid:  # a forked child exiting: the socket is its parent's
+                return
             _forget(path)
             # The last listener out removes the directory, else every database a test suite
             # ever made (one per test) left an empty one behind in /tmp.
             self._remove_if_empty()
 
+        def stop() -> None:
+            atexit.unregister(leave)
+            with contextlib.suppress(Exception):
+                loop.remove_reader(sock.fileno())
+            sock.close()
+            leave()
+
+        # A worker started on first use runs in a daemon thread that nobody stops when the
+        # server exits (uvicorn on SIGTERM, with no lifespan): its socket would stay behind.
+        atexit.register(leave)
         return stop
 
     def _clear_dead(self, keep: str) -> None:
