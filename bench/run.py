@@ -231,6 +231,29 @@ def latency_phase(n: int, interval: float, tag: str) -> dict[str, Any]:
     return {"count": len(lat), "p50_ms": pct(lat, 0.5), "p99_ms": pct(lat, 0.99), "producer": r}
 
 
+def busy_enqueue_phase(n_fill: int, n: int, tag: str) -> dict[str, Any]:
+    """Enqueue ``n`` jobs one at a time while two workers drain ``n_fill``: the workers hold
+    SQLite's write lock most of the time, so this is what a script that stores work meets
+    while the queue is busy. ``draining`` tells whether the workers were still at it when
+    the last enqueue returned."""
+    db = new_db(tag)
+    reset_probe()
+    fill = produce(db, "bulk", str(n_fill))
+    if "error" in fill:
+        return fill
+    procs = start_workers(db, tag)
+    try:
+        _, capped = wait_lines(1000, 60, procs)  # both at work before the producer starts
+        if capped:
+            return {"error": "workers did not start"}
+        r = produce(db, "seq", str(n))
+        r["draining"] = probe_count() < n_fill + 1
+    finally:
+        for p in procs:
+            stop_group(p)
+    return r
+
+
 def queue_rep(a: argparse.Namespace, rep: int) -> dict[str, Any]:
     res: dict[str, Any] = {}
     phases: list[tuple[str, Callable[[], dict[str, Any]]]] = [
@@ -240,6 +263,7 @@ def queue_rep(a: argparse.Namespace, rep: int) -> dict[str, Any]:
         ("drain_async", lambda: drain_phase(a.n_drain, "anoop", a.cap, f"adrain{rep}")),
         ("sleep", lambda: drain_phase(a.n_sleep, "sleeper", a.cap, f"sleep{rep}")),
         ("latency", lambda: latency_phase(a.lat_n, 0.02, f"lat{rep}")),
+        ("enqueue_busy", lambda: busy_enqueue_phase(a.n_busy_fill, a.n_busy, f"busy{rep}")),
     ]
     k = rep % len(phases)
     for name, fn in phases[k:] + phases[:k]:
@@ -571,6 +595,14 @@ def report(
         s = qv("drain_async", "rate")
         title = f"(info) drain {a.n_drain:,} queued *async* no-ops (no thread-pool hop)"
         row(title, f"{fmt(s)}/s" if s is not None else "n/a", "—", "—", "—", "—")
+        s = qv("enqueue_busy", "rate")
+        busy = [r["enqueue_busy"] for r in queue if "rate" in r.get("enqueue_busy", {})]
+        note = "" if all(b.get("draining") for b in busy) else " (a drain ended first)"
+        title = (
+            f"(info) enqueue one at a time (N={a.n_busy:,}) while 2 workers drain "
+            f"{a.n_busy_fill:,} queued no-ops"
+        )
+        row(title, f"{fmt(s)}/s{note}" if s is not None else "n/a", "—", "—", "—", "—")
         st = qv("drain", "startup_s")
         row("(info) worker start-up to first task", fmt(st, 2, " s"), "—", "—", "—", "—")
         for name in ("drain", "sleep"):
@@ -737,6 +769,7 @@ def main() -> int:
     a.n_seq, a.n_bulk, a.n_drain, a.n_sleep, a.lat_n = (
         (5000, 20000, 20000, 2000, 100) if q else (20000, 100000, 20000, 2000, 200)
     )
+    a.n_busy_fill, a.n_busy = (100_000, 500) if q else (300_000, 2000)
     a.cap = 45.0
     n_cost = 200_000 if q else 1_000_000
     n_rss = 200_000 if q else 1_000_000
