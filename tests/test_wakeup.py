@@ -123,31 +123,9 @@ def test_a_new_listener_clears_killed_workers_sockets_and_keeps_live_ones(tmp_pa
     assert "1-dead.sock" not in left
 
 
-def test_a_listener_never_stopped_is_cleared_when_its_process_exits(tmp_path: Path) -> None:
-    # The zero-config drop-in's worker runs in a daemon thread that nobody stops when the
-    # server exits: uvicorn on SIGTERM, with no lifespan, left its socket file in /tmp.
-    script = (
-        "import asyncio, sys\n"
-        "from afterward.storage._wakeup import WakeChannel\n"
-        "channel = WakeChannel(sys.argv[1])\n"
-        "async def main() -> None:\n"
-        "    channel.listen(lambda: None)\n"
-        "    print(channel.directory, flush=True)\n"
-        "asyncio.new_event_loop().run_until_complete(main())\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path / "jobs.db")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    directory = out.stdout.strip()
-    assert directory == WakeChannel(str(tmp_path / "jobs.db")).directory
-    assert not os.path.exists(directory)
-
-
-def test_a_forked_child_exiting_leaves_its_parents_listener_alone(tmp_path: Path) -> None:
+def listen_in_a_process(db: Path, then: str) -> str:
+    """Run a process that starts listening on ``db``'s channel, never stops, then runs
+    ``then`` and exits normally; returns what it printed."""
     script = (
         "import asyncio, os, sys\n"
         "from afterward.storage._wakeup import WakeChannel\n"
@@ -155,18 +133,33 @@ def test_a_forked_child_exiting_leaves_its_parents_listener_alone(tmp_path: Path
         "async def main() -> None:\n"
         "    channel.listen(lambda: None)\n"
         "asyncio.new_event_loop().run_until_complete(main())\n"
-        "child = os.fork()\n"
-        "if child == 0:\n"
-        "    sys.exit(0)  # runs the exit hooks it inherited\n"
-        "os.waitpid(child, 0)\n"
-        "print(len(os.listdir(channel.directory)), flush=True)\n"
-    )
+    ) + then
     out = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path / "jobs.db")],
+        [sys.executable, "-c", script, str(db)],
         capture_output=True,
         text=True,
         timeout=60,
         check=True,
     )
-    assert out.stdout.strip() == "1"  # the parent's socket, still there for its wake-ups
+    return out.stdout.strip()
+
+
+def test_a_listener_never_stopped_is_cleared_when_its_process_exits(tmp_path: Path) -> None:
+    # The zero-config drop-in's worker runs in a daemon thread that nobody stops when the
+    # server exits: uvicorn on SIGTERM, with no lifespan, left its socket file in /tmp.
+    then = "print(len(os.listdir(channel.directory)))\n"
+    assert listen_in_a_process(tmp_path / "jobs.db", then) == "1"  # its socket, while it ran
+    assert not os.path.exists(WakeChannel(str(tmp_path / "jobs.db")).directory)
+
+
+def test_a_forked_child_exiting_leaves_its_parents_listener_alone(tmp_path: Path) -> None:
+    then = (
+        "child = os.fork()\n"
+        "if child == 0:\n"
+        "    sys.exit(0)  # runs the exit hooks it inherited\n"
+        "os.waitpid(child, 0)\n"
+        "print(len(os.listdir(channel.directory)))\n"
+    )
+    # The parent's socket, still there for its wake-ups after the child exited.
+    assert listen_in_a_process(tmp_path / "jobs.db", then) == "1"
     assert not os.path.exists(WakeChannel(str(tmp_path / "jobs.db")).directory)
