@@ -14,6 +14,7 @@ Every wait is bounded; only processes started here are signalled (by their own g
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -27,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,17 @@ def start_workers(db: Path, tag: str, n: int = 2) -> list[subprocess.Popen[Any]]
     return procs
 
 
+@contextlib.contextmanager
+def workers(db: Path, tag: str) -> Iterator[list[subprocess.Popen[Any]]]:
+    """Two worker processes on ``db`` for the block; stopped (their groups) after it."""
+    procs = start_workers(db, tag)
+    try:
+        yield procs
+    finally:
+        for p in procs:
+            stop_group(p)
+
+
 def probe_count() -> int:
     with open(PROBE, "rb") as f:
         return f.read().count(b"\n")
@@ -191,12 +203,8 @@ def drain_phase(n: int, fn: str, cap: float, tag: str) -> dict[str, Any]:
     if "error" in fill:
         return fill
     t_launch = time.time()
-    procs = start_workers(db, tag)
-    try:
+    with workers(db, tag) as procs:
         _, capped = wait_lines(n + 1, cap, procs)  # +1: the producer's warm-up job
-    finally:
-        for p in procs:
-            stop_group(p)
     rows = read_probe()
     if not rows:
         return {"error": "no task completed", "capped": True}
@@ -216,17 +224,13 @@ def latency_phase(n: int, interval: float, tag: str) -> dict[str, Any]:
     warm = produce(db, "seq", "10")  # creates the schema, gives the workers something to do
     if "error" in warm:
         return warm
-    procs = start_workers(db, tag)
-    try:
+    with workers(db, tag) as procs:
         c, capped = wait_lines(11, 60, procs)
         if capped:
             return {"error": f"workers not ready ({c}/11 warm-up tasks ran)"}
         time.sleep(0.5)  # let both workers settle into their idle poll
         r = produce(db, "paced", str(n), "--interval", str(interval))
         wait_lines(11 + n + 1, 30, procs)
-    finally:
-        for p in procs:
-            stop_group(p)
     lat = [(r_[1] - r_[0]) * 1000 for r_ in read_probe() if r_[0] > 0]
     return {"count": len(lat), "p50_ms": pct(lat, 0.5), "p99_ms": pct(lat, 0.99), "producer": r}
 
@@ -241,16 +245,12 @@ def busy_enqueue_phase(n_fill: int, n: int, tag: str) -> dict[str, Any]:
     fill = produce(db, "bulk", str(n_fill))
     if "error" in fill:
         return fill
-    procs = start_workers(db, tag)
-    try:
+    with workers(db, tag) as procs:
         _, capped = wait_lines(1000, 60, procs)  # both at work before the producer starts
         if capped:
             return {"error": "workers did not start"}
         r = produce(db, "seq", str(n))
         r["draining"] = probe_count() < n_fill + 1
-    finally:
-        for p in procs:
-            stop_group(p)
     return r
 
 
@@ -420,24 +420,20 @@ def rss_phase(n: int, cap: float) -> dict[str, Any]:
     if "error" in fill:
         return fill
     fill_s = time.monotonic() - t
-    procs = start_workers(db, "rss")
     samples: list[tuple[float, int, int]] = []  # (t, done, summed RSS KiB of both workers)
-    t0 = time.monotonic()
-    last = [0.0]
+    with workers(db, "rss") as procs:
+        t0 = time.monotonic()
+        last = [0.0]
 
-    def tick() -> None:
-        now = time.monotonic()
-        if now - last[0] >= 1.0:
-            last[0] = now
-            rs = [rss_kib(p.pid) for p in procs]
-            samples.append((now - t0, probe_count(), sum(r or 0 for r in rs)))
+        def tick() -> None:
+            now = time.monotonic()
+            if now - last[0] >= 1.0:
+                last[0] = now
+                rs = [rss_kib(p.pid) for p in procs]
+                samples.append((now - t0, probe_count(), sum(r or 0 for r in rs)))
 
-    try:
         _, capped = wait_lines(n + 1, cap, procs, tick)
         tick()
-    finally:
-        for p in procs:
-            stop_group(p)
     rows = read_probe()
     first, lastend = min(r[1] for r in rows), max(r[2] for r in rows)
     early = [s for s in samples if s[1] >= min(20_000, n // 10)]
