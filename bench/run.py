@@ -40,7 +40,9 @@ from stats import pct  # noqa: E402 - the workloads folder, shared with producer
 BIN = ROOT / ".venv" / "bin"
 PY = str(BIN / "python")
 PROBE = f"/dev/shm/afterward_bench_{os.getpid()}"
-TMP = Path(tempfile.mkdtemp(prefix="afterward_bench_"))
+# Made on first use (new_db, the logs), so that importing this module (ab.py, a scratch
+# script) leaves nothing behind; named by pid like PROBE.
+TMP = Path(tempfile.gettempdir()) / f"afterward_bench_{os.getpid()}"
 LOG_DIR = TMP / "logs"
 #: ``--src``: an afterward source tree (e.g. a ``git archive`` snapshot) put ahead of the install.
 SRC: list[str] = []
@@ -65,7 +67,7 @@ def env_for(db: Path) -> dict[str, str]:
 
 def new_db(tag: str) -> Path:
     d = TMP / f"{tag}_{time.monotonic_ns()}"
-    d.mkdir()
+    d.mkdir(parents=True)
     return d / "afterward.db"
 
 
@@ -103,7 +105,7 @@ def produce(db: Path, *args: str, timeout: float = 900) -> dict[str, Any]:
 
 
 def start_workers(db: Path, tag: str, n: int = 2) -> list[subprocess.Popen[Any]]:
-    LOG_DIR.mkdir(exist_ok=True)
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
     cmd = [
         str(BIN / "afterward"),
         "worker",
@@ -363,7 +365,7 @@ def http_one(label: str, path: str, extra: dict[str, str], a: argparse.Namespace
         "--log-level",
         "warning",
     ]
-    LOG_DIR.mkdir(exist_ok=True)
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
     with open(LOG_DIR / f"http_{label}.log", "a") as lf:
         p = subprocess.Popen(
             cmd, cwd=WORK, env=env, stdout=lf, stderr=subprocess.STDOUT, start_new_session=True

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import glob
+import os
+import socket
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +18,34 @@ from afterward.config import EnvSettings
 from afterward.testing import FakeClock
 
 BACKENDS = ["memory", "sqlite"]
+
+
+def _wakeup_folders() -> set[str]:
+    return set(glob.glob(os.path.join(tempfile.gettempdir(), f"afterward-{os.getuid()}-*")))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _sweep_wakeup_folders() -> Iterator[None]:
+    """Remove the wake-up folders that workers killed with ``kill -9`` left behind.
+
+    A killed worker cannot remove its socket, and each test's database is new, so no later
+    listener of that database clears it. Only folders that appeared during this session
+    are looked at, and only sockets nobody listens on any more are removed.
+    """
+    before = _wakeup_folders()
+    yield
+    for folder in _wakeup_folders() - before:
+        for path in glob.glob(os.path.join(folder, "*.sock")):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:
+                try:
+                    probe.connect(path)
+                except ConnectionRefusedError:
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
+                except OSError:
+                    pass
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
 
 
 def url_for(backend: str, tmp_path: Path) -> str:
