@@ -18,7 +18,7 @@ import socket
 import tempfile
 from collections.abc import Callable
 
-__all__ = ["WakeChannel"]
+__all__ = ["WakeChannel", "clear_dead_sockets"]
 
 _BIND_ATTEMPTS = 5
 
@@ -117,22 +117,8 @@ class WakeChannel:
     def _clear_dead(self, keep: str) -> None:
         # Workers killed with kill -9 leave their sockets; producers remove those only as
         # they send to them, and a process that stores only its own work never sends. So
-        # each new listener clears them: connect() to a socket nobody reads is refused at
-        # once, and sends nothing to the ones that are alive.
-        with contextlib.suppress(OSError):
-            names = os.listdir(self.directory)
-            probe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            with probe:
-                for name in names:
-                    other = os.path.join(self.directory, name)
-                    if other == keep or not name.endswith(".sock"):
-                        continue
-                    try:
-                        probe.connect(other)
-                    except (ConnectionRefusedError, FileNotFoundError):
-                        _forget(other)
-                    except OSError:
-                        pass
+        # each new listener clears them.
+        clear_dead_sockets(self.directory, keep)
 
     def _remove_if_empty(self) -> None:
         # Not empty: other workers still listen, or one bound meanwhile; it stays.
@@ -156,6 +142,28 @@ class WakeChannel:
         if self._sender is not None:
             self._sender.close()
             self._sender = None
+
+
+def clear_dead_sockets(directory: str, keep: str | None = None) -> None:
+    """Remove the sockets in ``directory`` that nobody listens on any more (but ``keep``).
+
+    ``connect()`` to a socket nobody reads is refused at once, and sends nothing to the
+    ones that are alive.
+    """
+    with contextlib.suppress(OSError):
+        names = os.listdir(directory)
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        with probe:
+            for name in names:
+                other = os.path.join(directory, name)
+                if other == keep or not name.endswith(".sock"):
+                    continue
+                try:
+                    probe.connect(other)
+                except (ConnectionRefusedError, FileNotFoundError):
+                    _forget(other)
+                except OSError:
+                    pass
 
 
 def _forget(path: str) -> None:
