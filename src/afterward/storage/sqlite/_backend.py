@@ -38,6 +38,7 @@ from afterward.storage.base import (
 )
 from afterward.storage.sqlite._local import LocalRunner
 from afterward.storage.sqlite._multirow import insert_rows
+from afterward.storage.sqlite._walpin import WalPin
 from afterward.storage.sqlite._walsize import WalRound, wal_round
 from afterward.storage.sqlite._writer import Op, Writer, execute_while_locked
 
@@ -54,6 +55,11 @@ _BULK_ROWS = 100
 #: restarts, its file is cut back to this size.
 _RESTART_WAL_BYTES = 32 * 1024 * 1024
 _RESTART_WAIT_MS = 50
+#: How much of the WAL file stays mapped (``_walpin``): all of it up to the size it is cut
+#: back to. A WAL that starts over writes at the head, but commits go on where the last round
+#: stopped until it does, anywhere in the file: with only its first 8 MiB mapped, a third of
+#: the runs after a 1,000,000-job bulk insert still read the disk during single enqueues.
+_PINNED_WAL_BYTES = _RESTART_WAL_BYTES
 #: Rows deleted per write transaction when pruning: short, so enqueues barely wait.
 _PRUNE_CHUNK = 1_000
 
@@ -182,6 +188,7 @@ class SQLiteStorage(Storage):
         #: The WAL's round and how much it held when the last checkpoint was asked for.
         self._checkpointed_at = WalRound(b"", 0)
         self._wal_path = os.path.abspath(path) + "-wal"
+        self._pin = WalPin(self._wal_path, _PINNED_WAL_BYTES)
         self._local: LocalRunner | None = (
             None if durability == "full" else LocalRunner(self._connect, self._w, self._committed)
         )
@@ -258,12 +265,16 @@ class SQLiteStorage(Storage):
             self._check_wal()
 
     def _check_wal(self) -> None:
-        if self._checkpointing:
-            return
         try:
-            size = os.stat(self._wal_path).st_size
+            st = os.stat(self._wal_path)
         except FileNotFoundError:
             return
+        if self._pin.stale(st):
+            self._pin.pending = True
+            self._w().submit(self._pin.refresh, write=None)
+        if self._checkpointing:
+            return
+        size = st.st_size
         if size < _CHECKPOINT_WAL_BYTES:
             return
         # A file this big may hold only a few frames since the WAL started over (_walsize).
@@ -323,6 +334,7 @@ class SQLiteStorage(Storage):
         if self._local is not None:
             self._local.close()
         self._wake.close()
+        self._pin.close()
 
     def close_sync(self) -> None:
         """``close`` for synchronous callers."""
@@ -332,6 +344,7 @@ class SQLiteStorage(Storage):
         if self._local is not None:
             self._local.close()
         self._wake.close()
+        self._pin.close()
 
     # -- operations: each returns (function run on the I/O thread, whether it writes) -----
 
