@@ -403,18 +403,20 @@ def http_rep(a: argparse.Namespace, rep: int) -> dict[str, Any]:
 # -- cost as work grows ------------------------------------------------------------------
 
 
-def rss_kib(pid: int, field: str = "VmRSS") -> int | None:
-    """A process's resident memory in KiB: all of it, or one part (``RssFile``: pages of
-    files it maps, such as the ``-wal`` file afterward keeps mapped, shared with every
-    process that maps them)."""
+def rss_kib(pid: int) -> tuple[int, int]:
+    """A process's resident memory in KiB, read once: all of it (``VmRSS``) and its pages
+    of mapped files (``RssFile``, such as the ``-wal`` file afterward keeps mapped, shared
+    with every process that maps it); 0 for a process that is gone."""
+    found = {"VmRSS": 0, "RssFile": 0}
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
+                name = line.split(":", 1)[0]
+                if name in found:
+                    found[name] = int(line.split()[1])
     except OSError:
-        return None
-    return None
+        pass
+    return found["VmRSS"], found["RssFile"]
 
 
 def rss_phase(n: int, cap: float) -> dict[str, Any]:
@@ -436,8 +438,8 @@ def rss_phase(n: int, cap: float) -> dict[str, Any]:
             if now - last[0] >= 1.0:
                 last[0] = now
                 rs = [rss_kib(p.pid) for p in procs]
-                samples.append((now - t0, probe_count(), sum(r or 0 for r in rs)))
-                files.append(sum(rss_kib(p.pid, "RssFile") or 0 for p in procs))
+                samples.append((now - t0, probe_count(), sum(r for r, _ in rs)))
+                files.append(sum(f for _, f in rs))
 
         _, capped = wait_lines(n + 1, cap, procs, tick)
         tick()

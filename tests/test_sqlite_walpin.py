@@ -12,7 +12,7 @@ import os
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ import pytest
 from afterward import Afterward, Call
 from afterward.config import EnvSettings
 from afterward.jobs import JobState
+from tests.processes import wait_for
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="the WAL is mapped on Linux only"
@@ -52,14 +53,6 @@ def disk_reads() -> int:
             if line.startswith("read_bytes:"):
                 return int(line.split()[1])
     raise AssertionError("no read_bytes in /proc/self/io")
-
-
-def wait_for(what: str, check: Callable[[], bool], seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 def mapped_soon(app: Afterward, wal: str, size: int) -> int:
@@ -117,8 +110,9 @@ def test_writing_over_the_wal_after_the_page_cache_let_go_of_it_reads_no_disk(
             # Everything copied back and synced: the next commit starts the WAL over at the
             # file's head, and every page of the file is clean, so it can be dropped.
             wait_for(
-                "a full checkpoint",
                 lambda: other.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0] == 0,
+                timeout=10,
+                what="a full checkpoint",
             )
         fd = os.open(wal, os.O_RDONLY)
         try:
@@ -146,15 +140,16 @@ def test_the_mapping_follows_the_wal_when_it_is_cut_back_and_when_it_is_removed(
         extra = mapped_soon(app, wal, 8 * MiB)
         with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as other:
             wait_for(
-                "the WAL to be cut back",
                 lambda: other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0,
+                timeout=10,
+                what="the WAL to be cut back",
             )
         assert os.path.getsize(wal) == 0
         for i in range(16):  # the WAL is looked at every 16 commits
             app.enqueue(stored, i)
         # Pages past the end of a file are gone from its mappings; they are unmapped rather
         # than left to fault (nothing reads through them, but nothing should hold them).
-        wait_for("the cut mapping to go", lambda: mapped_bytes(wal) < MiB)
+        wait_for(lambda: mapped_bytes(wal) < MiB, timeout=10, what="the cut mapping to go")
         grow_wal(app, db, 8)
         extra += mapped_soon(app, wal, 4 * MiB)
         assert app.storage.call_sync("jobs_count")[JobState.AVAILABLE] == 24 * 2_000 + 18 + extra
