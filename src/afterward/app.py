@@ -21,6 +21,7 @@ from afterward._heap import freeze_startup_heap
 from afterward.config import EnvSettings
 from afterward.engine.executor import Executor
 from afterward.engine.owner import new_owner
+from afterward.engine.timers import precise_timers
 from afterward.engine.worker import Worker, WorkerSettings
 from afterward.errors import ConfigurationError, NotStorableError
 from afterward.jobs import Job, JobState, NewJob, new_job_id
@@ -556,6 +557,7 @@ class Afterward:
             self._thread_loop = loop
 
             def main() -> None:
+                precise_timers()  # this thread runs the worker's loop and nothing else
                 asyncio.set_event_loop(loop)
                 try:
                     loop.run_until_complete(worker.start())

@@ -24,6 +24,7 @@ from typing import Any
 
 from afterward._heap import freeze_startup_heap
 from afterward.app import Afterward, default_afterward
+from afterward.engine.timers import precise_timers
 from afterward.errors import ConfigurationError
 from afterward.jobs import Job, JobState
 
@@ -66,6 +67,7 @@ async def _run_worker(aw: Afterward, args: argparse.Namespace) -> None:
     if args.queues:
         settings = replace(settings, queues=tuple(args.queues.split(",")))
     settings = replace(settings, shutdown_grace=args.grace)
+    precise_timers()  # this thread runs the worker's loop
     await aw.storage.open()
     if aw.gc_freeze:
         freeze_startup_heap()
