@@ -237,11 +237,15 @@ def test_complete_records_result_and_clears_the_lease(store: Store) -> None:
     assert store.get("a") == done
 
 
+@pytest.mark.parametrize("returned", [True, False], ids=["results", "no-results"])
 @pytest.mark.parametrize("known", [False, True], ids=["read-back", "chain-next-given"])
-def test_completions_made_together_each_get_their_own_outcome(store: Store, known: bool) -> None:
+def test_completions_made_together_each_get_their_own_outcome(
+    store: Store, known: bool, returned: bool
+) -> None:
     """Backends may store completions of one moment together; each caller still learns
     its own outcome: results, a chain's next step, and a stale token refused. Callers that
-    pass each job's ``chain_next`` (as the executor does) learn the same."""
+    pass each job's ``chain_next`` (as the executor does) learn the same, and so do jobs
+    that returned nothing (no result to store)."""
     store.insert([new(i) for i in ("p", "q", "stale")])
     chain(store, "a", "b")
     jobs = {j.id: j for j in store.claim(limit=10)}
@@ -251,11 +255,12 @@ def test_completions_made_together_each_get_their_own_outcome(store: Store, know
     def nxt(job_id: str) -> str | EllipsisType | None:
         return jobs[job_id].chain_next if known else ...
 
+    p_result, q_result = ('"P"', '"Q"') if returned else (None, None)
     calls = [
-        JobComplete("p", jobs["p"].lease_token, T0 + 2, '"P"', None, None, nxt("p")),
+        JobComplete("p", jobs["p"].lease_token, T0 + 2, p_result, None, None, nxt("p")),
         JobComplete("a", jobs["a"].lease_token, T0 + 2, None, "w1", T0 + 2 + LEASE, nxt("a")),
         JobComplete("stale", jobs["stale"].lease_token, T0 + 2, None, None, None, nxt("stale")),
-        JobComplete("q", jobs["q"].lease_token, T0 + 3, '"Q"', None, None, nxt("q")),
+        JobComplete("q", jobs["q"].lease_token, T0 + 3, q_result, None, None, nxt("q")),
     ]
 
     async def together() -> list[tuple[bool, Job | None]]:
@@ -266,8 +271,8 @@ def test_completions_made_together_each_get_their_own_outcome(store: Store, know
     assert stale == (False, None)
     assert b is not None
     assert (b.id, b.state, b.lease_owner) == ("b", S.RUNNING, "w1")
-    assert (store.get("p").result, store.get("p").finished_at) == ('"P"', T0 + 2)
-    assert (store.get("q").result, store.get("q").finished_at) == ('"Q"', T0 + 3)
+    assert (store.get("p").result, store.get("p").finished_at) == (p_result, T0 + 2)
+    assert (store.get("q").result, store.get("q").finished_at) == (q_result, T0 + 3)
     assert store.get("stale").finished_at == T0 + 1
 
 
